@@ -1,0 +1,94 @@
+"""Keyset pagination over a Postgres table: `WHERE key > last ORDER BY key LIMIT n`, never OFFSET.
+
+OFFSET rescans every skipped row and shifts when rows are inserted or deleted; a keyset page is
+one index range scan and resumes exactly from the last key seen. Keys may be integers, UUIDs or
+text; `KeyKind` converts them to and from what a MongoDB checkpoint can store.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import psycopg
+from psycopg import sql
+
+Key = int | str | uuid.UUID
+
+_INT_TEXT = re.compile(r"^-?[0-9]{1,19}$")
+_INT64 = (-(2**63), 2**63 - 1)
+
+
+class KeyKind(enum.Enum):
+    INTEGER = "integer"
+    UUID = "uuid"
+    TEXT = "text"
+
+    @classmethod
+    def from_pg_type(cls, data_type: str) -> "KeyKind":
+        if data_type in ("smallint", "integer", "bigint"):
+            return cls.INTEGER
+        if data_type == "uuid":
+            return cls.UUID
+        if data_type in ("text", "character varying", "character"):
+            return cls.TEXT
+        raise ValueError(f"unsupported key type {data_type!r} (use an integer, uuid or text key)")
+
+    def encode(self, key: Key | None) -> int | str | None:
+        """A value a checkpoint document can hold (BSON has no UUID-as-key we want to rely on)."""
+        if key is None or self is KeyKind.INTEGER:
+            return key  # type: ignore[return-value]
+        return str(key)
+
+    def decode(self, stored: Any) -> Key | None:
+        if stored is None:
+            return None
+        if self is KeyKind.INTEGER:
+            return int(stored)
+        if self is KeyKind.UUID:
+            return uuid.UUID(str(stored))
+        return str(stored)
+
+    def parse_document_id(self, doc_id: str) -> Key | None:
+        """The table key a search-document id would have, or None if no row could have it."""
+        if self is KeyKind.TEXT:
+            return doc_id
+        if self is KeyKind.INTEGER:
+            if not _INT_TEXT.match(doc_id):
+                return None
+            value = int(doc_id)
+            return value if _INT64[0] <= value <= _INT64[1] else None
+        try:
+            return uuid.UUID(doc_id)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class KeysetQuery:
+    """Pages of `columns` from `table` (an already-quoted identifier), ordered by `key`."""
+
+    table: sql.Identifier
+    key: str
+    columns: Sequence[str]
+
+    def page(self, conn: psycopg.Connection, after: Key | None, limit: int) -> list[tuple]:
+        with conn.cursor() as cur:
+            cur.execute(self.statement(after is not None), _params(after, limit))
+            return cur.fetchall()
+
+    def statement(self, has_lower_bound: bool) -> sql.Composed:
+        where = sql.SQL("WHERE {} > %s ").format(sql.Identifier(self.key)) if has_lower_bound else sql.SQL("")
+        return sql.SQL("SELECT {cols} FROM {table} {where}ORDER BY {key} LIMIT %s").format(
+            cols=sql.SQL(", ").join(sql.Identifier(c) for c in (self.key, *self.columns)),
+            table=self.table,
+            where=where,
+            key=sql.Identifier(self.key),
+        )
+
+
+def _params(after: Key | None, limit: int) -> tuple:
+    return (limit,) if after is None else (after, limit)

@@ -1,0 +1,68 @@
+"""A Postgres connection that reconnects after the server drops it.
+
+Long backfills outlive server restarts and failovers; holding one connection forever would turn
+every restart into a crash. `Postgres.connection()` hands out a live connection and replaces a
+broken one, so a retried operation simply asks again.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import psycopg
+
+APPLICATION_NAME = "backfill-worker"
+
+#: Errors after which the same statement may succeed on a fresh connection.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.QueryCanceled,
+    psycopg.errors.AdminShutdown,
+    psycopg.errors.CannotConnectNow,
+)
+
+
+class Postgres:
+    def __init__(self, conninfo: str | Mapping[str, Any], connect_timeout: int = 10):
+        self._conninfo = conninfo
+        self._connect_timeout = connect_timeout
+        self._conn: psycopg.Connection | None = None
+
+    def connection(self) -> psycopg.Connection:
+        """A usable connection: the current one, or a new one if it is closed or broken."""
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = self._connect()
+        return self._conn
+
+    def _connect(self) -> psycopg.Connection:
+        # Autocommit: reads hold no transaction open between batches; writes use conn.transaction().
+        options = dict(application_name=APPLICATION_NAME, connect_timeout=self._connect_timeout, autocommit=True)
+        if isinstance(self._conninfo, str):
+            return psycopg.connect(self._conninfo, **options)
+        return psycopg.connect(**{**self._conninfo, **options})
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            finally:
+                self._conn = None
+
+    def column_types(self, schema: str, table: str) -> dict[str, str]:
+        """Column name -> information_schema data_type; empty when the table does not exist."""
+        with self.connection().cursor() as cur:
+            cur.execute(
+                "SELECT column_name, data_type FROM information_schema.columns"
+                " WHERE table_schema = %s AND table_name = %s",
+                (schema, table),
+            )
+            return dict(cur.fetchall())
+
+    def __enter__(self) -> "Postgres":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,159 @@
+"""`python -m worker [run|status|reset]`: the operator's entry point.
+
+Exit codes: 0 completed or stopped cleanly on a signal; 2 configuration error (before any
+connection); 3 another worker holds the job; 4 a server stayed unreachable; 5 a table,
+collection or field is missing or wrong; 6 credentials refused; 1 anything else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import structlog
+
+from utils import logging as log_setup
+from utils.typesense import Unauthorized
+from worker.checkpoint import Checkpoint, MemoryCheckpointStore
+from worker.config import Settings, load_settings
+from worker.engine import Engine, EngineOptions
+from worker.exceptions import AccessDenied, ConfigError, WorkerError
+from worker.jobs import JOBS, job_class
+from worker.lease import default_owner
+from worker.resources import Resources
+from worker.retry import RetryPolicy
+from worker.stop import StopFlag, install_signal_handlers
+
+log = structlog.get_logger("worker")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    run_options = argparse.ArgumentParser(add_help=False)
+    run_options.add_argument("--job", help=f"job to run (default: $JOB or inventory_fields; known: {', '.join(JOBS)})")
+    run_options.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+    parser = argparse.ArgumentParser(
+        prog="python -m worker", description="Resumable backfill worker.", parents=[run_options]
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run a job (the default command)", parents=[run_options])
+    status = commands.add_parser("status", help="print checkpoints")
+    status.add_argument("--job", help="only this job")
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+    reset = commands.add_parser("reset", help="delete a job's checkpoint so the next run starts over")
+    reset.add_argument("--job", required=True)
+    reset.add_argument("--yes", action="store_true", help="confirm")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    overrides: dict[str, Any] = {}
+    if getattr(args, "job", None):
+        overrides["job"] = args.job
+    if getattr(args, "dry_run", False):
+        overrides["dry_run"] = True
+    try:
+        settings = load_settings(**overrides)
+        job_class(settings.job)
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return error.exit_code
+    scrubber = log_setup.configure(settings.log_format, settings.log_level, settings.secrets())
+    try:
+        if command == "status":
+            return show_status(settings, args.job, args.json)
+        if command == "reset":
+            return reset(settings, args.yes)
+        return run(settings)
+    except WorkerError as error:
+        return _fail(error, error.exit_code, scrubber)
+    except Unauthorized as error:
+        return _fail(AccessDenied(f"Typesense refused TYPESENSE_API_KEY: {error}"), AccessDenied.exit_code, scrubber)
+
+
+def run(settings: Settings) -> int:
+    stop = StopFlag()
+    install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
+    policy = RetryPolicy(settings.retry_max_attempts, settings.retry_max_wait_seconds)
+    with Resources.open(settings) as resources:
+        job = job_class(settings.job)(resources.job_context())
+        store = resources.checkpoints
+        if settings.dry_run:
+            store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.checkpoint_id), what="checkpoint: load", stop=stop))
+        options = EngineOptions(
+            owner=default_owner(),
+            lease_ttl_seconds=settings.lease_ttl_seconds,
+            sleep_between_batches=settings.sleep_between_batches,
+        )
+        checkpoint = Engine(job, store, stop, policy, options).run()
+        if settings.dry_run:
+            log.info("dry run: nothing was written", job=job.name, would=checkpoint.counters)
+    return 0
+
+
+def show_status(settings: Settings, job_name: str | None, as_json: bool) -> int:
+    with Resources.open(settings) as resources:
+        entries = resources.checkpoints.all()
+    if job_name:
+        wanted = job_class(job_name).checkpoint_id
+        entries = [(cp, lease) for cp, lease in entries if cp.job_id == wanted]
+    if not entries:
+        print(f"no checkpoint{' for job ' + job_name if job_name else 's'}: not started (or reset)")
+        return 0
+    reports = [status_report(cp, lease) for cp, lease in entries]
+    if as_json:
+        print(json.dumps(reports, default=str, indent=2))
+    else:
+        for report in reports:
+            print("\n".join(f"{k:>12}: {v}" for k, v in report.items()), end="\n\n")
+    return 0
+
+
+def status_report(cp: Checkpoint, lease: dict[str, Any] | None) -> dict[str, Any]:
+    percent = None
+    if cp.phase_total:
+        percent = round(100.0 * cp.phase_done / cp.phase_total, 2)
+    return {
+        "checkpoint": cp.job_id,
+        "job": cp.job,
+        "status": str(cp.status),
+        "phase": cp.phase,
+        "last_id": cp.last_id,
+        "batch_no": cp.batch_no,
+        "phase_rows": f"{cp.phase_done}/{cp.phase_total if cp.phase_total is not None else '?'}",
+        "percent": f"{percent}%" if percent is not None else "n/a",
+        "counters": json.dumps(cp.counters, sort_keys=True),
+        "updated_at": str(cp.updated_at),
+        "lease": f"{lease['owner']} until {lease['expires_at']}" if lease else "free",
+        "error": cp.error,
+    }
+
+
+def reset(settings: Settings, confirmed: bool) -> int:
+    checkpoint_id = job_class(settings.job).checkpoint_id
+    if not confirmed:
+        print(f"refusing to delete checkpoint {checkpoint_id!r} without --yes", file=sys.stderr)
+        return 2
+    with Resources.open(settings) as resources:
+        deleted = resources.checkpoints.delete(checkpoint_id)
+    print(f"checkpoint {checkpoint_id!r} {'deleted' if deleted else 'did not exist'}; the next run starts over")
+    return 0
+
+
+def _fail(error: Exception, code: int, scrubber: log_setup.SecretScrubber) -> int:
+    message = scrubber.scrub(f"{type(error).__name__}: {error}")
+    log.error("worker failed", error=message, exit_code=code)
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _force_exit(reason: str) -> None:
+    """Exit now: the checkpoint covers only finished batches, so abandoning one loses nothing."""
+    log.warning("forced exit; the batch in flight will be redone on the next start", reason=reason)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -1,0 +1,254 @@
+"""Settings read from the environment (and `.env`), validated before any connection is made.
+
+Every variable is checked for type and range up front so that a typo fails in one clear line
+(exit code 2) instead of an hour into a backfill. Secret values (passwords, API keys, URIs that
+may embed credentials) are never echoed back in an error message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, TypeVar
+from urllib.parse import urlsplit
+
+from worker.exceptions import ConfigError
+
+T = TypeVar("T")
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]{0,62}$")
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A schema-qualified table name, split so each part can be quoted as an identifier."""
+
+    schema: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    job: str = "inventory_fields"
+    dry_run: bool = False
+
+    db_host: str = "localhost"
+    db_port: int = 5432
+    db_database: str = "postgres"
+    db_user: str = "postgres"
+    db_password: str = field(default="", repr=False)
+    db_sslmode: str = "prefer"
+    database_url: str | None = field(default=None, repr=False)
+
+    mongo_uri: str = field(default="mongodb://localhost:27017", repr=False)
+    mongo_db_name: str = "backfill_worker"
+    mongo_checkpoint_collection: str = "inventory_backfill_checkpoint"
+    mongo_failures_collection: str = "inventory_backfill_failures"
+
+    typesense_host: str = "localhost"
+    typesense_port: int = 8108
+    typesense_protocol: str = "http"
+    typesense_api_key: str = field(default="", repr=False)
+    typesense_collection: str = "products_search"
+    typesense_timeout_seconds: float = 120.0
+
+    products_table: TableName = TableName("public", "products")
+    scratch_table: TableName = TableName("public", "backfill_index_ids")
+    batch_size: int = 1000
+    typesense_page_size: int = 250
+    sleep_between_batches: float = 1.0
+
+    retry_max_attempts: int = 8
+    retry_max_wait_seconds: float = 30.0
+    lease_ttl_seconds: float = 60.0
+    stop_timeout_seconds: float = 10.0
+
+    log_format: str = "json"
+    log_level: str = "INFO"
+
+    def secrets(self) -> list[str]:
+        """Values that must never reach a log line or an error message."""
+        candidates = [self.db_password, self.typesense_api_key]
+        candidates += _uri_passwords(self.mongo_uri)
+        if self.database_url:
+            candidates += _uri_passwords(self.database_url)
+        return [s for s in candidates if s]
+
+    def pg_conninfo(self) -> str | dict[str, object]:
+        """What psycopg.connect takes: DATABASE_URL verbatim when given, else keyword parts."""
+        if self.database_url:
+            return self.database_url
+        return {
+            "host": self.db_host,
+            "port": self.db_port,
+            "dbname": self.db_database,
+            "user": self.db_user,
+            "password": self.db_password,
+            "sslmode": self.db_sslmode,
+        }
+
+
+def _uri_passwords(uri: str) -> list[str]:
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        return []
+    return [password] if password else []
+
+
+class _Reader:
+    """Reads one variable at a time and turns any problem into a ConfigError naming it."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None:
+            return None
+        value = value.strip()
+        return value if value else None
+
+    def text(self, name: str, default: str) -> str:
+        value = self.raw(name)
+        return default if value is None else value
+
+    def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
+        value = (self.raw(name) or default).lower()
+        if value not in choices:
+            raise ConfigError(name, f"must be one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def number(
+        self,
+        name: str,
+        default: T,
+        parse: Callable[[str], T],
+        minimum: float,
+        maximum: float | None = None,
+    ) -> T:
+        value = self.raw(name)
+        if value is None:
+            return default
+        kind = "an integer" if parse is int else "a number"
+        try:
+            parsed = parse(value)
+        except ValueError:
+            raise ConfigError(name, f"must be {kind}, got {value!r}") from None
+        if parsed != parsed or parsed < minimum or (maximum is not None and parsed > maximum):
+            bounds = f">= {minimum}" if maximum is None else f"between {minimum} and {maximum}"
+            raise ConfigError(name, f"must be {bounds}, got {value!r}")
+        return parsed
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.raw(name)
+        if value is None:
+            return default
+        if value.lower() in _TRUE:
+            return True
+        if value.lower() in _FALSE:
+            return False
+        raise ConfigError(name, f"must be true or false, got {value!r}")
+
+    def identifier(self, name: str, default: str) -> str:
+        value = self.text(name, default)
+        if not _IDENTIFIER.match(value):
+            raise ConfigError(name, f"must be a plain name (letters, digits, _), got {value!r}")
+        return value
+
+    def table(self, name: str, default: str) -> TableName:
+        value = self.text(name, default)
+        parts = value.split(".")
+        if len(parts) == 1:
+            parts = ["public", parts[0]]
+        if len(parts) != 2 or not all(_IDENTIFIER.match(p) for p in parts):
+            raise ConfigError(name, f"must be 'schema.table' with plain names, got {value!r}")
+        return TableName(*parts)
+
+    def uri(self, name: str, default: str, schemes: tuple[str, ...]) -> str:
+        value = self.text(name, default)
+        try:
+            scheme = urlsplit(value).scheme
+        except ValueError:
+            scheme = ""
+        if scheme not in schemes:
+            # The value itself may hold a password: describe it, never print it.
+            raise ConfigError(name, f"must be a URI starting with {' or '.join(s + '://' for s in schemes)}")
+        return value
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build validated Settings from `env` (default: os.environ after loading `.env`)."""
+    if env is None:
+        from dotenv import load_dotenv
+
+        load_dotenv(override=False)
+        env = os.environ
+    r = _Reader(env)
+    database_url = None
+    if r.raw("DATABASE_URL"):
+        database_url = r.uri("DATABASE_URL", "", ("postgres", "postgresql"))
+    values: dict[str, object] = dict(
+        job=r.text("JOB", Settings.job),
+        dry_run=r.flag("DRY_RUN", False),
+        db_host=r.text("DB_HOST", Settings.db_host),
+        db_port=r.number("DB_PORT", Settings.db_port, int, 1, 65535),
+        db_database=r.text("DB_DATABASE", Settings.db_database),
+        db_user=r.text("DB_USER", Settings.db_user),
+        db_password=r.text("DB_PASSWORD", ""),
+        db_sslmode=r.choice(
+            "DB_SSLMODE", Settings.db_sslmode,
+            ("disable", "allow", "prefer", "require", "verify-ca", "verify-full"),
+        ),
+        database_url=database_url,
+        mongo_uri=r.uri("MONGO_URI", Settings.mongo_uri, ("mongodb", "mongodb+srv")),
+        mongo_db_name=r.identifier("MONGO_DB_NAME", Settings.mongo_db_name),
+        mongo_checkpoint_collection=r.identifier(
+            "MONGO_CHECKPOINT_COLLECTION", Settings.mongo_checkpoint_collection
+        ),
+        mongo_failures_collection=r.identifier(
+            "MONGO_FAILURES_COLLECTION", Settings.mongo_failures_collection
+        ),
+        typesense_host=r.text("TYPESENSE_HOST", Settings.typesense_host),
+        typesense_port=r.number("TYPESENSE_PORT", Settings.typesense_port, int, 1, 65535),
+        typesense_protocol=r.choice("TYPESENSE_PROTOCOL", Settings.typesense_protocol, ("http", "https")),
+        typesense_api_key=r.text("TYPESENSE_API_KEY", ""),
+        typesense_collection=r.text("TYPESENSE_COLLECTION", Settings.typesense_collection),
+        typesense_timeout_seconds=r.number(
+            "TYPESENSE_TIMEOUT_SECONDS", Settings.typesense_timeout_seconds, float, 1, 3600
+        ),
+        products_table=r.table("PRODUCTS_TABLE", str(Settings.products_table)),
+        scratch_table=r.table("SCRATCH_TABLE", str(Settings.scratch_table)),
+        batch_size=r.number("BATCH_SIZE", Settings.batch_size, int, 1, 100_000),
+        typesense_page_size=r.number("TYPESENSE_PAGE_SIZE", Settings.typesense_page_size, int, 1, 100_000),
+        sleep_between_batches=r.number(
+            "SLEEP_BETWEEN_BATCHES", Settings.sleep_between_batches, float, 0, 3600
+        ),
+        retry_max_attempts=r.number("RETRY_MAX_ATTEMPTS", Settings.retry_max_attempts, int, 1, 100),
+        retry_max_wait_seconds=r.number(
+            "RETRY_MAX_WAIT_SECONDS", Settings.retry_max_wait_seconds, float, 0, 600
+        ),
+        lease_ttl_seconds=r.number("LEASE_TTL_SECONDS", Settings.lease_ttl_seconds, float, 1, 3600),
+        stop_timeout_seconds=r.number(
+            "STOP_TIMEOUT_SECONDS", Settings.stop_timeout_seconds, float, 0.1, 600
+        ),
+        log_format=r.choice("LOG_FORMAT", _default_log_format(), ("json", "console")),
+        log_level=r.choice("LOG_LEVEL", Settings.log_level, ("debug", "info", "warning", "error")).upper(),
+    )
+    if not values["typesense_api_key"]:
+        raise ConfigError("TYPESENSE_API_KEY", "is required")
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def _default_log_format() -> str:
+    """JSON when a machine reads stdout (docker logs), readable text at a terminal."""
+    import sys
+
+    return "console" if sys.stdout.isatty() else "json"

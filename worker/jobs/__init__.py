@@ -1,0 +1,16 @@
+"""The registry of jobs `python -m worker run --job NAME` can run."""
+
+from __future__ import annotations
+
+from worker.exceptions import UnknownJob
+from worker.job import Job
+from worker.jobs.inventory_fields import InventoryFieldsJob
+
+JOBS: dict[str, type[Job]] = {job.name: job for job in (InventoryFieldsJob,)}
+
+
+def job_class(name: str) -> type[Job]:
+    try:
+        return JOBS[name]
+    except KeyError:
+        raise UnknownJob(name, sorted(JOBS)) from None
