@@ -127,6 +127,7 @@ class Engine:
             if not rows:
                 break
             increments = self._call(lambda: phase.process(rows), f"{phase.name}: process")
+            from_id = cp.last_id
             after = phase.key_of(rows[-1])
             cp.last_id = phase.key_kind.encode(after)
             cp.batch_no += 1
@@ -139,6 +140,7 @@ class Engine:
                 phase=phase.name,
                 batch_no=cp.batch_no,
                 batch_rows=len(rows),
+                from_id=from_id,
                 last_id=cp.last_id,
                 **progress.snapshot(cp.phase_done).fields(),
                 counters=cp.counters,

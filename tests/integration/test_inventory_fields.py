@@ -1,0 +1,216 @@
+"""The inventory_fields job end to end: the worker runs as a real process against real servers."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+
+import pytest
+
+from tests.integration.inventory_data import (
+    checkpoint,
+    events,
+    index_documents,
+    kill,
+    load,
+    make_dataset,
+    pg_rows,
+    run_worker,
+    start_worker,
+    wait_for,
+)
+
+
+def assert_backfilled(env, data):
+    assert pg_rows(env) == data.expected_rows()
+    assert index_documents(env) == data.expected_documents()
+
+
+@pytest.mark.parametrize("key_type", ["int", "uuid", "text"])
+def test_full_run_leaves_both_stores_right(worker_env, key_type):
+    data = make_dataset(300, key_type)
+    load(worker_env, data)
+    worker_env["BATCH_SIZE"] = "40"
+
+    done = run_worker(worker_env)
+
+    assert done.returncode == 0, done.stderr
+    assert_backfilled(worker_env, data)
+    cp = checkpoint(worker_env)
+    assert cp["status"] == "completed"
+    assert cp["counters"] == data.expected_counters()
+    assert cp["lease"] is None, "a finished worker releases its lease"
+
+
+def test_deleted_products_stay_deleted_and_index_only_values_already_set_are_kept(worker_env):
+    data = make_dataset(120, "int", index_has_fields=True)
+    load(worker_env, data)
+    deleted = [str(k) for k, _, d in data.products if d and d > 0]
+    assert deleted, "the data set must hold deleted products"
+
+    assert run_worker(worker_env).returncode == 0
+
+    docs = index_documents(worker_env)
+    for key in deleted:
+        if key in docs:
+            assert docs[key]["deleted_at"] == pg_rows(worker_env)[key] > 0
+    assert docs[data.index_only_ids[0]]["created_at"] == 123
+    assert_backfilled(worker_env, data)
+    assert checkpoint(worker_env)["counters"] == data.expected_counters()
+
+
+def test_rerun_changes_nothing_and_a_reset_run_only_confirms(worker_env):
+    data = make_dataset(150)
+    load(worker_env, data)
+    assert run_worker(worker_env).returncode == 0
+    first = checkpoint(worker_env)
+
+    again = run_worker(worker_env)
+    assert again.returncode == 0
+    assert any(e["event"] == "already completed; nothing to do" for e in events(again.stdout))
+    assert not [e for e in events(again.stdout) if e["event"] == "batch"]
+    after = checkpoint(worker_env)
+    assert (after["version"], after["counters"]) == (first["version"], first["counters"]), "nothing saved"
+    assert_backfilled(worker_env, data)
+
+    assert run_worker(worker_env, "reset", "--job", "inventory_fields", "--yes").returncode == 0
+    assert checkpoint(worker_env) is None
+    redo = run_worker(worker_env)
+    assert redo.returncode == 0
+    assert_backfilled(worker_env, data)
+    counters = checkpoint(worker_env)["counters"]
+    assert counters["pg_rows_updated"] == 0, "nothing is left to normalise in Postgres"
+    assert counters["index_only_defaulted"] == 0 and counters["index_fields_added"] == 0
+
+
+def test_empty_table_completes(worker_env):
+    data = make_dataset(0)
+    load(worker_env, data)
+    done = run_worker(worker_env)
+    assert done.returncode == 0, done.stderr
+    assert_backfilled(worker_env, data)
+    counters = checkpoint(worker_env)["counters"]
+    assert counters["index_only_defaulted"] == len(data.documents)
+    assert counters.get("rows_scanned", 0) == 0
+
+
+def test_dry_run_writes_nothing_and_reports_what_it_would_do(worker_env):
+    data = make_dataset(100)
+    load(worker_env, data)
+    rows_before, docs_before = pg_rows(worker_env), index_documents(worker_env)
+
+    dry = run_worker(worker_env, "run", "--dry-run")
+
+    assert dry.returncode == 0, dry.stderr
+    assert pg_rows(worker_env) == rows_before
+    assert index_documents(worker_env) == docs_before
+    assert checkpoint(worker_env) is None
+    report = [e for e in events(dry.stdout) if e["event"] == "dry run: nothing was written"][0]
+    expected = data.expected_counters()
+    for name in ("rows_scanned", "pg_rows_updated", "missing_in_index", "index_docs_updated"):
+        assert report["would"][name] == expected[name], name
+    # the same through the environment variable
+    worker_env["DRY_RUN"] = "true"
+    assert run_worker(worker_env).returncode == 0
+    assert pg_rows(worker_env) == rows_before and checkpoint(worker_env) is None
+
+
+def test_sigkill_at_a_random_batch_then_restart_redoes_no_completed_batch(worker_env, tmp_path):
+    data = make_dataset(1500)
+    load(worker_env, data)
+    worker_env.update(BATCH_SIZE="50", SLEEP_BETWEEN_BATCHES="0.02")
+    target = random.Random().randint(2, 25)
+    log = tmp_path / "worker.log"
+
+    proc = start_worker(worker_env, log_path=log)
+    wait_for(lambda: (checkpoint(worker_env) or {}).get("batch_no", 0) >= target, 60, what=f"batch {target}")
+    kill(proc, signal.SIGKILL)
+    at_kill = checkpoint(worker_env)
+    first_run_lines = len(log.read_text().splitlines())
+
+    proc = start_worker(worker_env, log_path=log)
+    assert proc.wait(timeout=120) == 0
+
+    restart_batches = [e for e in events("\n".join(log.read_text().splitlines()[first_run_lines:])) if e["event"] == "batch"]
+    first = restart_batches[0]
+    assert first["batch_no"] == at_kill["batch_no"] + 1, (target, at_kill["batch_no"])
+    if first["phase"] == at_kill["phase"]:
+        assert first["from_id"] == at_kill["last_id"], "the restart must begin right after the checkpoint"
+    assert_backfilled(worker_env, data)
+    assert checkpoint(worker_env)["status"] == "completed"
+
+
+def test_sigterm_during_the_sleep_saves_and_exits_0_quickly(worker_env, tmp_path):
+    data = make_dataset(400)
+    load(worker_env, data)
+    worker_env.update(BATCH_SIZE="50", SLEEP_BETWEEN_BATCHES="30")
+    proc = start_worker(worker_env, log_path=tmp_path / "w.log")
+    wait_for(lambda: (checkpoint(worker_env) or {}).get("batch_no", 0) >= 1, 60, what="first batch")
+    time.sleep(0.3)  # now inside the 30 s sleep
+
+    started = time.monotonic()
+    code = kill(proc, signal.SIGTERM)
+    elapsed = time.monotonic() - started
+
+    assert code == 0
+    assert elapsed < 5, f"took {elapsed:.1f}s to stop"
+    cp = checkpoint(worker_env)
+    assert cp["status"] == "interrupted"
+    assert cp["batch_no"] == 1 and cp["lease"] is None
+    worker_env["SLEEP_BETWEEN_BATCHES"] = "0"
+    assert run_worker(worker_env).returncode == 0
+    assert_backfilled(worker_env, data)
+
+
+def test_a_second_worker_on_the_same_job_waits_then_gives_up(worker_env, tmp_path):
+    data = make_dataset(200)
+    load(worker_env, data)
+    worker_env.update(BATCH_SIZE="20", SLEEP_BETWEEN_BATCHES="5", LEASE_TTL_SECONDS="60")
+    first = start_worker(worker_env, log_path=tmp_path / "first.log")
+    wait_for(lambda: (checkpoint(worker_env) or {}).get("batch_no", 0) >= 1, 60, what="first batch")
+    worker_env["LEASE_TTL_SECONDS"] = "1"  # the second one gives up after 2 x 1 + 5 s
+
+    second = run_worker(worker_env, timeout=60)
+
+    assert second.returncode == 3
+    assert "is being run by" in second.stderr
+    assert kill(first, signal.SIGTERM) == 0
+    assert checkpoint(worker_env)["status"] == "interrupted"
+
+
+def test_bad_configuration_exits_2_naming_the_variable_without_secrets(worker_env):
+    worker_env["BATCH_SIZE"] = "-5"
+    bad = run_worker(worker_env)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [bad.stderr.strip()], "one line"
+    assert "BATCH_SIZE" in bad.stderr
+    for secret in (worker_env["DB_PASSWORD"], worker_env["TYPESENSE_API_KEY"]):
+        assert secret not in bad.stderr + bad.stdout
+
+    worker_env.update(BATCH_SIZE="100", JOB="no_such_job")
+    unknown = run_worker(worker_env)
+    assert unknown.returncode == 2 and "JOB" in unknown.stderr and "inventory_fields" in unknown.stderr
+
+
+def test_logs_never_show_secrets_even_when_a_server_refuses(worker_env):
+    data = make_dataset(50)
+    load(worker_env, data)
+    ok = run_worker(worker_env)
+    wrong_key = dict(worker_env, TYPESENSE_API_KEY="wrong-key-do-not-print", MONGO_DB_NAME=worker_env["MONGO_DB_NAME"] + "b")
+    refused = run_worker(wrong_key)
+    assert refused.returncode == 6
+    assert "TYPESENSE_API_KEY" in refused.stderr
+    for run, secrets in ((ok, (worker_env["DB_PASSWORD"], worker_env["TYPESENSE_API_KEY"])), (refused, ("wrong-key-do-not-print", worker_env["DB_PASSWORD"]))):
+        for secret in secrets:
+            assert secret not in run.stdout + run.stderr
+
+
+def test_status_prints_the_checkpoint(worker_env):
+    data = make_dataset(60)
+    load(worker_env, data)
+    assert run_worker(worker_env).returncode == 0
+    status = run_worker(worker_env, "status")
+    assert status.returncode == 0
+    for text in ("backfill_inventory_fields", "completed", "index_only", "100.0%", "rows_scanned", "lease: free"):
+        assert text in status.stdout, text
