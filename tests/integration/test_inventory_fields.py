@@ -6,6 +6,7 @@ import random
 import signal
 import time
 
+import pymongo
 import pytest
 
 from tests.integration.inventory_data import (
@@ -214,3 +215,23 @@ def test_status_prints_the_checkpoint(worker_env):
     assert status.returncode == 0
     for text in ("backfill_inventory_fields", "completed", "index_only", "100.0%", "rows_scanned", "lease: free"):
         assert text in status.stdout, text
+
+
+def test_a_document_the_index_rejects_is_recorded_not_dropped(worker_env):
+    data = make_dataset(80, "text")
+    data.products.append(("", None, None))  # a text key Typesense refuses as a document id
+    load(worker_env, data)
+
+    done = run_worker(worker_env)
+
+    assert done.returncode == 0, done.stderr
+    counters = checkpoint(worker_env)["counters"]
+    expected = data.expected_counters()
+    assert counters["failures"] == 1
+    assert counters["missing_in_index"] == expected["missing_in_index"] - 1
+    assert pg_rows(worker_env)[""] == 0, "the Postgres side of the bad row is still normalised"
+    with pymongo.MongoClient(worker_env["MONGO_URI"]) as client:
+        failures = list(client[worker_env["MONGO_DB_NAME"]]["inventory_backfill_failures"].find())
+    assert len(failures) == 1
+    assert failures[0]["phase"] == "products" and failures[0]["key"] == ""
+    assert failures[0]["code"] == 400 and "id" in failures[0]["error"]
