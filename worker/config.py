@@ -186,9 +186,10 @@ class _Reader:
 def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
     """Build validated Settings from `env` (default: os.environ after loading `.env`)."""
     if env is None:
-        from dotenv import load_dotenv
+        from dotenv import find_dotenv, load_dotenv
 
-        load_dotenv(override=False)
+        # The `.env` of the directory the worker is started from; real environment variables win.
+        load_dotenv(find_dotenv(usecwd=True), override=False)
         env = os.environ
     r = _Reader(env)
     database_url = None

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ from psycopg import sql
 from utils.typesense import TypesenseIndex
 
 REPO = Path(__file__).resolve().parents[2]
+#: Workers run from here, so a developer's own `.env` in the repo cannot leak into a test.
+NO_DOTENV = Path(tempfile.mkdtemp(prefix="backfill-worker-cwd-"))
 BASE_TIME = datetime(2024, 3, 1, tzinfo=timezone.utc)
 DELETED_AT = 1_700_000_000
 KEY_SQL = {"int": "bigint", "uuid": "uuid", "text": "text"}
@@ -167,13 +170,15 @@ def child_env(env: dict[str, str]) -> dict[str, str]:
 
 def run_worker(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run(
-        worker_command(*args), cwd=REPO, env=child_env(env), capture_output=True, text=True, timeout=timeout
+        worker_command(*args), cwd=NO_DOTENV, env=child_env(env), capture_output=True, text=True, timeout=timeout
     )
 
 
 def start_worker(env: dict[str, str], *args: str, log_path: Path) -> subprocess.Popen:
     out = open(log_path, "a")
-    return subprocess.Popen(worker_command(*args), cwd=REPO, env=child_env(env), stdout=out, stderr=subprocess.STDOUT)
+    return subprocess.Popen(
+        worker_command(*args), cwd=NO_DOTENV, env=child_env(env), stdout=out, stderr=subprocess.STDOUT
+    )
 
 
 def events(output: str) -> list[dict[str, Any]]:
