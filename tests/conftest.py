@@ -69,7 +69,7 @@ def worker_env(services) -> dict[str, str]:
         SLEEP_BETWEEN_BATCHES="0",
         LOG_FORMAT="json",
         LEASE_TTL_SECONDS="3",
-        RETRY_MAX_ATTEMPTS="3",
+        RETRY_TIMEOUT_SECONDS="10",
         RETRY_MAX_WAIT_SECONDS="0.5",
     )
     return env

@@ -69,24 +69,38 @@ class KeyKind(enum.Enum):
 
 @dataclass(frozen=True)
 class KeysetQuery:
-    """Pages of `columns` from `table` (an already-quoted identifier), ordered by `key`."""
+    """Pages of `columns` (names, or SQL expressions) from `table`, ordered by `key`."""
 
     table: sql.Identifier
     key: str
-    columns: Sequence[str]
+    columns: Sequence[str | sql.Composable]
 
     def page(self, conn: psycopg.Connection, after: Key | None, limit: int) -> list[tuple]:
         with conn.cursor() as cur:
             cur.execute(self.statement(after is not None), _params(after, limit))
             return cur.fetchall()
 
+    def by_keys(self, conn: psycopg.Connection, keys: Sequence[Key]) -> list[tuple]:
+        """The same columns for exactly these keys (to re-process rows that failed)."""
+        statement = sql.SQL("SELECT {cols} FROM {table} WHERE {key} = ANY(%s) ORDER BY {key}").format(
+            cols=self._columns(), table=self.table, key=sql.Identifier(self.key)
+        )
+        with conn.cursor() as cur:
+            cur.execute(statement, (list(keys),))
+            return cur.fetchall()
+
     def statement(self, has_lower_bound: bool) -> sql.Composed:
         where = sql.SQL("WHERE {} > %s ").format(sql.Identifier(self.key)) if has_lower_bound else sql.SQL("")
         return sql.SQL("SELECT {cols} FROM {table} {where}ORDER BY {key} LIMIT %s").format(
-            cols=sql.SQL(", ").join(sql.Identifier(c) for c in (self.key, *self.columns)),
+            cols=self._columns(),
             table=self.table,
             where=where,
             key=sql.Identifier(self.key),
+        )
+
+    def _columns(self) -> sql.Composed:
+        return sql.SQL(", ").join(
+            sql.Identifier(c) if isinstance(c, str) else c for c in (self.key, *self.columns)
         )
 
 

@@ -23,6 +23,36 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
     psycopg.errors.CannotConnectNow,
 )
 
+#: Errors caused by the data of particular rows: splitting the batch isolates them.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    psycopg.IntegrityError,
+    psycopg.errors.RaiseException,  # a trigger refusing a row
+)
+
+
+class AuthenticationFailed(Exception):
+    """The server refused our user or password: waiting will not help."""
+
+
+class DatabaseMissing(Exception):
+    """The database named in the configuration does not exist."""
+
+
+# libpq reports connection-time refusals only as text, without a SQLSTATE, so these phrases
+# (stable across PostgreSQL versions) are the only way to tell them from a server that is down.
+def classify_connect_error(error: psycopg.OperationalError) -> Exception:
+    """A permanent error for refused credentials or a missing database, else `error` itself."""
+    message = str(error)
+    if "password authentication failed" in message or "no pg_hba.conf entry" in message:
+        return AuthenticationFailed(message)
+    if "does not exist" in message:
+        if 'role "' in message:
+            return AuthenticationFailed(message)
+        if 'database "' in message:
+            return DatabaseMissing(message)
+    return error
+
 
 class Postgres:
     def __init__(self, conninfo: str | Mapping[str, Any], connect_timeout: int = 10):
@@ -40,9 +70,15 @@ class Postgres:
     def _connect(self) -> psycopg.Connection:
         # Autocommit: reads hold no transaction open between batches; writes use conn.transaction().
         options = dict(application_name=APPLICATION_NAME, connect_timeout=self._connect_timeout, autocommit=True)
-        if isinstance(self._conninfo, str):
-            return psycopg.connect(self._conninfo, **options)
-        return psycopg.connect(**{**self._conninfo, **options})
+        try:
+            if isinstance(self._conninfo, str):
+                return psycopg.connect(self._conninfo, **options)
+            return psycopg.connect(**{**self._conninfo, **options})
+        except psycopg.OperationalError as error:
+            classified = classify_connect_error(error)
+            if classified is error:
+                raise
+            raise classified from None
 
     def close(self) -> None:
         if self._conn is not None:

@@ -95,13 +95,15 @@ class TypesenseIndex:
             )
         return [_result(doc, json.loads(line)) for doc, line in zip(docs, lines)]
 
-    def existing_ids(self, ids: list[str], chunk: int = 250) -> set[str]:
-        """Which of `ids` the collection holds (read-only; keeps each request URL short)."""
-        found: set[str] = set()
+    def existing_ids(self, ids: list[str]) -> set[str]:
+        """Which of `ids` the collection holds (read-only)."""
+        return {d["id"] for d in self.export_by_ids(ids, "id")}
+
+    def export_by_ids(self, ids: list[str], include_fields: str, chunk: int = 250) -> Iterator[dict[str, Any]]:
+        """The documents with these ids, a chunk per request so each URL stays short."""
         for start in range(0, len(ids), chunk):
             quoted = ",".join(f"`{i}`" for i in ids[start : start + chunk])
-            found.update(d["id"] for d in self.export_documents("id", filter_by=f"id:[{quoted}]"))
-        return found
+            yield from self.export_documents(include_fields, filter_by=f"id:[{quoted}]")
 
     def export_documents(
         self, include_fields: str | None = None, filter_by: str | None = None

@@ -61,6 +61,8 @@ class Checkpoint:
     phase_done: int = 0
     phase_total: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    #: The batch in flight: its range and pre-image counts, saved before its writes.
+    intent: dict[str, Any] | None = None
     status: Status = Status.PENDING
     error: str | None = None
     started_at: datetime | None = None
@@ -78,6 +80,7 @@ class Checkpoint:
 
     def enter_phase(self, phase: str) -> None:
         self.phase, self.last_id, self.phase_done, self.phase_total = phase, None, 0, None
+        self.intent = None
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)

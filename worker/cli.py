@@ -2,7 +2,7 @@
 
 Exit codes: 0 completed or stopped cleanly on a signal; 2 configuration error (before any
 connection); 3 another worker holds the job; 4 a server stayed unreachable; 5 a table,
-collection or field is missing or wrong; 6 credentials refused; 1 anything else.
+collection, field or database is missing or wrong; 6 credentials refused; 1 anything else.
 """
 
 from __future__ import annotations
@@ -13,14 +13,16 @@ import os
 import sys
 from typing import Any, Sequence
 
+import pymongo.errors
 import structlog
 
 from utils import logging as log_setup
+from utils.pg import AuthenticationFailed, DatabaseMissing
 from utils.typesense import Unauthorized
 from worker.checkpoint import Checkpoint, MemoryCheckpointStore
 from worker.config import Settings, load_settings
 from worker.engine import Engine, EngineOptions
-from worker.exceptions import AccessDenied, ConfigError, WorkerError
+from worker.exceptions import AccessDenied, ConfigError, SchemaMismatch, WorkerError
 from worker.jobs import JOBS, job_class
 from worker.lease import default_owner
 from worker.resources import Resources
@@ -45,6 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     reset = commands.add_parser("reset", help="delete a job's checkpoint so the next run starts over")
     reset.add_argument("--job", required=True)
     reset.add_argument("--yes", action="store_true", help="confirm")
+    failures = commands.add_parser("failures", help="list rows and documents that could not be written")
+    failures.add_argument("--job", help="only this job")
+    retry = commands.add_parser("retry", help="process the recorded failures again, after fixing the data")
+    retry.add_argument("--job", required=True)
     return parser
 
 
@@ -68,17 +74,35 @@ def main(argv: Sequence[str] | None = None) -> int:
             return show_status(settings, args.job, args.json)
         if command == "reset":
             return reset(settings, args.yes)
-        return run(settings)
-    except WorkerError as error:
-        return _fail(error, error.exit_code, scrubber)
-    except Unauthorized as error:
-        return _fail(AccessDenied(f"Typesense refused TYPESENSE_API_KEY: {error}"), AccessDenied.exit_code, scrubber)
+        if command == "failures":
+            return list_failures(settings, args.job)
+        return run(settings, retry_failures=command == "retry")
+    except Exception as error:
+        known = _as_worker_error(error)
+        if known is None:
+            raise
+        return _fail(known, scrubber)
 
 
-def run(settings: Settings) -> int:
+def _as_worker_error(error: Exception) -> WorkerError | None:
+    """Errors of the servers' own clients that mean "fix the configuration", as ours."""
+    if isinstance(error, WorkerError):
+        return error
+    if isinstance(error, Unauthorized):
+        return AccessDenied(f"Typesense refused TYPESENSE_API_KEY: {error}")
+    if isinstance(error, AuthenticationFailed):
+        return AccessDenied(f"Postgres refused DB_USER/DB_PASSWORD: {error}")
+    if isinstance(error, DatabaseMissing):
+        return SchemaMismatch(f"DB_DATABASE: {error}")
+    if isinstance(error, pymongo.errors.OperationFailure) and error.code in (13, 18):
+        return AccessDenied(f"MongoDB refused the credentials in MONGO_URI: {error}")
+    return None
+
+
+def run(settings: Settings, retry_failures: bool = False) -> int:
     stop = StopFlag()
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
-    policy = RetryPolicy(settings.retry_max_attempts, settings.retry_max_wait_seconds)
+    policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
     with Resources.open(settings) as resources:
         job = job_class(settings.job)(resources.job_context())
         store = resources.checkpoints
@@ -89,9 +113,22 @@ def run(settings: Settings) -> int:
             lease_ttl_seconds=settings.lease_ttl_seconds,
             sleep_between_batches=settings.sleep_between_batches,
         )
-        checkpoint = Engine(job, store, stop, policy, options).run()
+        engine = Engine(job, store, resources.failure_store(), stop, policy, options)
+        checkpoint = engine.retry_failures() if retry_failures else engine.run()
         if settings.dry_run:
             log.info("dry run: nothing was written", job=job.name, would=checkpoint.counters)
+    return 0
+
+
+def list_failures(settings: Settings, job_name: str | None) -> int:
+    with Resources.open(settings) as resources:
+        records = resources.failures.list(job_name)
+    if not records:
+        print("no failures recorded")
+        return 0
+    for r in records:
+        print(f"{r['job']}\t{r['phase']}\tkey={r['key']!r}\tcode={r.get('code')}\tlast_seen={r.get('last_seen')}\t{r['error']}")
+    print(f"{len(records)} failure(s); after fixing the data: python -m worker retry --job JOB")
     return 0
 
 
@@ -144,11 +181,11 @@ def reset(settings: Settings, confirmed: bool) -> int:
     return 0
 
 
-def _fail(error: Exception, code: int, scrubber: log_setup.SecretScrubber) -> int:
+def _fail(error: WorkerError, scrubber: log_setup.SecretScrubber) -> int:
     message = scrubber.scrub(f"{type(error).__name__}: {error}")
-    log.error("worker failed", error=message, exit_code=code)
+    log.error("worker failed", error=message, exit_code=error.exit_code)
     print(f"error: {message}", file=sys.stderr)
-    return code
+    return error.exit_code
 
 
 def _force_exit(reason: str) -> None:

@@ -64,7 +64,7 @@ class Settings:
     typesense_page_size: int = 250
     sleep_between_batches: float = 1.0
 
-    retry_max_attempts: int = 8
+    retry_timeout_seconds: float = 300.0
     retry_max_wait_seconds: float = 30.0
     lease_ttl_seconds: float = 60.0
     stop_timeout_seconds: float = 10.0
@@ -231,7 +231,9 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         sleep_between_batches=r.number(
             "SLEEP_BETWEEN_BATCHES", Settings.sleep_between_batches, float, 0, 3600
         ),
-        retry_max_attempts=r.number("RETRY_MAX_ATTEMPTS", Settings.retry_max_attempts, int, 1, 100),
+        retry_timeout_seconds=r.number(
+            "RETRY_TIMEOUT_SECONDS", Settings.retry_timeout_seconds, float, 0, 86_400
+        ),
         retry_max_wait_seconds=r.number(
             "RETRY_MAX_WAIT_SECONDS", Settings.retry_max_wait_seconds, float, 0, 600
         ),

@@ -1,21 +1,26 @@
 """The phase and batch loop: the one place that orders fetch, write, checkpoint and stop.
 
-For each batch: fetch the page after the checkpoint's key, process it (the job's writes), and
-only then save the checkpoint with the new key and counters. A crash anywhere before the save
-means the batch is redone on restart; a crash after it means it is not. Stop requests are
-honoured at batch boundaries and during sleeps and retry backoffs, never mid-write.
+For each batch: fetch the page after the checkpoint's key, save the batch's intent (its range and
+pre-image counts), process it (the job's writes), and only then save the checkpoint with the new
+key and counters. A crash before that save means the batch is redone on restart, with the
+intent's counts, so counters come out as in an uninterrupted run; a crash after it means it is
+not redone. Stop requests are honoured at batch boundaries and during sleeps and retry backoffs,
+never mid-write.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, TypeVar
+from itertools import groupby
+from typing import Callable, Sequence, TypeVar
 
 import structlog
 
+from worker.batches import BatchRunner
 from worker.checkpoint import Checkpoint, CheckpointStore, Status, add_counters
 from worker.exceptions import LeaseHeld, LeaseLost, WorkerError
-from worker.job import Counters, Job, KeysetPhase, Phase, Step
+from worker.failures import FailureStore
+from worker.job import Counters, Job, KeysetPhase, Phase, Row, Step
 from worker.lease import LEASE_LOST, Heartbeat
 from worker.progress import PhaseProgress, format_duration
 from worker.retry import RetryPolicy
@@ -43,46 +48,55 @@ class Engine:
         self,
         job: Job,
         store: CheckpointStore,
+        failures: FailureStore,
         stop: StopFlag,
         retry: RetryPolicy,
         options: EngineOptions,
     ):
         self.job, self.store, self.stop, self.retry, self.options = job, store, stop, retry, options
+        self.failures = failures
+        self.batches = BatchRunner(job.name, failures, self._call)
         self.log = log.bind(job=job.name)
 
     # -- the run -------------------------------------------------------------------------------
 
     def run(self) -> Checkpoint:
         """Run the job to completion or to a clean stop; return the last saved checkpoint."""
+        self._call(self.job.check, "preflight checks")
+        return self._with_lease(self._run)
+
+    def retry_failures(self) -> Checkpoint:
+        """Process the recorded failures again (after the data was fixed); resolve those that pass."""
+        return self._with_lease(self._retry_failures)
+
+    def _with_lease(self, body: Callable[[Checkpoint], Checkpoint]) -> Checkpoint:
         cp = self._acquire()
         try:
-            if cp.status is Status.COMPLETED:
-                self.log.info("already completed; nothing to do", counters=cp.counters, updated_at=str(cp.updated_at))
-                return cp
-            cp.transition(Status.RUNNING)
-            self._save(cp)
-            self.log.info("job started" if cp.batch_no == 0 else "job resumed", phase=cp.phase, last_id=cp.last_id, batch_no=cp.batch_no)
             with Heartbeat(self.store, cp.job_id, self.options.owner, self.options.lease_ttl_seconds, self.stop) as heartbeat:
                 try:
-                    self._run_phases(cp)
+                    return body(cp)
                 except StopRequested:
                     if heartbeat.lost or self.stop.reason == LEASE_LOST:
                         raise LeaseLost(f"job {cp.job_id!r}: lease lost to another worker") from None
-                    self._finish(cp, Status.INTERRUPTED)
+                    if cp.status is Status.RUNNING:
+                        self._finish(cp, Status.INTERRUPTED)
                     self.log.info("stopped cleanly", reason=self.stop.reason, phase=cp.phase, last_id=cp.last_id, batch_no=cp.batch_no)
                     return cp
-            self._finish(cp, Status.COMPLETED)
-            self.log.info("job completed", batches=cp.batch_no, counters=cp.counters)
-            return cp
         except LeaseLost:
             raise
         except Exception as error:
-            self._record_failure(cp, error)
+            self._mark_failed(cp, error)
             raise
         finally:
             self._release(cp)
 
-    def _run_phases(self, cp: Checkpoint) -> None:
+    def _run(self, cp: Checkpoint) -> Checkpoint:
+        if cp.status is Status.COMPLETED:
+            self.log.info("already completed; nothing to do", counters=cp.counters, updated_at=str(cp.updated_at))
+            return cp
+        cp.transition(Status.RUNNING)
+        self._save(cp)
+        self.log.info("job started" if cp.batch_no == 0 else "job resumed", phase=cp.phase, last_id=cp.last_id, batch_no=cp.batch_no)
         phases = list(self.job.phases())
         names = [p.name for p in phases]
         if cp.phase is None:
@@ -94,10 +108,12 @@ class Engine:
                 cp.enter_phase(phase.name)
                 self._save(cp)
             self._run_phase(phase, cp)
+        self._finish(cp, Status.COMPLETED)
+        self.log.info("job completed", batches=cp.batch_no, counters=cp.counters)
+        return cp
 
     def _run_phase(self, phase: Phase, cp: Checkpoint) -> None:
-        if self.stop.requested:
-            raise StopRequested(self.stop.reason or "stop")
+        self._check_stop()
         if isinstance(phase, Step):
             self._run_step(phase, cp)
         elif isinstance(phase, KeysetPhase):
@@ -106,34 +122,43 @@ class Engine:
             raise TypeError(f"phase {phase.name!r} is neither a Step nor a KeysetPhase")
 
     def _run_step(self, step: Step, cp: Checkpoint) -> None:
-        counters = self._call(step.run, f"{step.name}")
+        pending = cp.intent if cp.intent and cp.intent["phase"] == step.name else None
+        pre = pending["pre"] if pending else self._call(step.tally, f"{step.name}: tally")
+        if not pending:
+            cp.intent = {"phase": step.name, "pre": pre}
+            self._save(cp)
+        counters = dict(pre)
+        add_counters(counters, self._call(step.run, step.name))
+        cp.intent = None
         cp.add(counters)
         self._save(cp)
         self.log.info("phase done", phase=step.name, counters=counters)
 
     def _run_keyset(self, phase: KeysetPhase, cp: Checkpoint) -> None:
-        resuming = cp.last_id is not None
+        resuming = cp.last_id is not None or cp.intent is not None
         self._call(lambda: phase.prepare(resuming), f"{phase.name}: prepare")
         cp.phase_total = self._call(phase.count, f"{phase.name}: count")
         progress = PhaseProgress(total=cp.phase_total, done_at_start=cp.phase_done)
         after = phase.key_kind.decode(cp.last_id)
         phase_counters: Counters = {}
-        self.log.info("phase started" if not resuming else "phase resumed", phase=phase.name, last_id=cp.last_id, total=cp.phase_total)
+        self.log.info("phase resumed" if resuming else "phase started", phase=phase.name, last_id=cp.last_id, total=cp.phase_total)
         while True:
-            if self.stop.requested:
-                raise StopRequested(self.stop.reason or "stop")
-            limit = phase.batch_size
+            self._check_stop()
+            pending = self._pending_intent(phase, cp)
+            limit = pending["rows"] if pending else phase.batch_size
             rows = self._call(lambda: phase.fetch(after, limit), f"{phase.name}: fetch")
             if not rows:
                 break
-            increments = self._call(lambda: phase.process(rows), f"{phase.name}: process")
+            pre = self._begin_batch(phase, cp, rows, pending)
+            counters, _ = self.batches.run(phase, rows, pre)
             from_id = cp.last_id
             after = phase.key_of(rows[-1])
+            cp.intent = None
             cp.last_id = phase.key_kind.encode(after)
             cp.batch_no += 1
             cp.phase_done += len(rows)
-            cp.add(increments)
-            add_counters(phase_counters, increments)
+            cp.add(counters)
+            add_counters(phase_counters, counters)
             self._save(cp)
             self.log.info(
                 "batch",
@@ -159,6 +184,54 @@ class Engine:
             rows_per_s=round(walked / elapsed, 1) if elapsed > 0 else None,
             counters=phase_counters,
         )
+
+    # -- batch intents -----------------------------------------------------------------------
+
+    @staticmethod
+    def _pending_intent(phase: KeysetPhase, cp: Checkpoint) -> dict | None:
+        """The intent of a batch of this phase that started after the checkpoint but never finished."""
+        intent = cp.intent
+        if intent and intent["phase"] == phase.name and intent.get("from_id") == cp.last_id:
+            return intent
+        return None
+
+    def _begin_batch(self, phase: KeysetPhase, cp: Checkpoint, rows: Sequence[Row], pending: dict | None) -> Counters:
+        """Pre-image counts: the interrupted batch's own when this is its redo, else fresh ones,
+        saved as the intent before any write."""
+        to_id = phase.key_kind.encode(phase.key_of(rows[-1]))
+        if pending:
+            if pending["to_id"] == to_id and pending["rows"] == len(rows):
+                self.log.info("redoing a batch interrupted before its checkpoint", phase=phase.name, from_id=cp.last_id, to_id=to_id)
+                return dict(pending["pre"])
+            self.log.warning("rows changed since the interrupted batch; counting it afresh", phase=phase.name, from_id=cp.last_id)
+        pre = phase.tally(rows)
+        if phase.scanned_counter:
+            add_counters(pre, {phase.scanned_counter: len(rows)})
+        cp.intent = {"phase": phase.name, "from_id": cp.last_id, "to_id": to_id, "rows": len(rows), "pre": pre}
+        self._save(cp)
+        return pre
+
+    # -- retrying recorded failures ------------------------------------------------------------
+
+    def _retry_failures(self, cp: Checkpoint) -> Checkpoint:
+        phases = {p.name: p for p in self.job.phases() if isinstance(p, KeysetPhase)}
+        records = self._call(lambda: self.failures.list(self.job.name), "failures: list")
+        for phase_name, group in groupby(records, key=lambda r: r["phase"]):
+            self._check_stop()
+            if phase_name not in phases:
+                raise UnknownPhase(f"failures recorded for phase {phase_name!r}, which job {self.job.name!r} does not have")
+            phase = phases[phase_name]
+            keys = [r["key"] for r in group]
+            rows = self._call(lambda: phase.fetch_keys([phase.key_kind.decode(k) for k in keys]), f"{phase_name}: fetch failed rows")
+            counters, failures = self.batches.run(phase, rows, phase.tally(rows)) if rows else ({}, [])
+            still_failing = {f.key for f in failures}
+            resolved = [k for k in keys if k not in still_failing]
+            add_counters(counters, {"failures": -len(keys)})
+            cp.add(counters)
+            self._save(cp)
+            self._call(lambda: self.failures.resolve(self.job.name, phase_name, resolved), "failures: resolve")
+            self.log.info("failures retried", phase=phase_name, retried=len(keys), resolved=len(resolved), still_failing=len(still_failing), rows_gone=len(keys) - len(rows))
+        return cp
 
     # -- checkpoint and lease ----------------------------------------------------------------
 
@@ -191,7 +264,7 @@ class Engine:
         # Saved even when a stop was requested: a fresh flag keeps the stop from aborting it.
         self.retry.call(lambda: self.store.save(cp, self.options.owner, self.options.lease_ttl_seconds), what="checkpoint: final save", stop=StopFlag())
 
-    def _record_failure(self, cp: Checkpoint, error: Exception) -> None:
+    def _mark_failed(self, cp: Checkpoint, error: Exception) -> None:
         """Best effort: mark the checkpoint failed; position and counters stay as last saved."""
         if cp.status is not Status.RUNNING:
             return
@@ -206,6 +279,10 @@ class Engine:
             self.store.release(cp.job_id, self.options.owner)
         except Exception as error:
             self.log.warning("could not release lease; it will expire", error=f"{type(error).__name__}: {error}")
+
+    def _check_stop(self) -> None:
+        if self.stop.requested:
+            raise StopRequested(self.stop.reason or "stop")
 
     def _call(self, fn: Callable[[], T], what: str) -> T:
         return self.retry.call(fn, what=what, stop=self.stop)

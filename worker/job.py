@@ -10,17 +10,35 @@ was not saved before a crash is processed again.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Sequence
 
 from utils.keyset import Key, KeyKind
-from utils.pg import Postgres
+from utils.pg import ROW_ERRORS, Postgres
 from utils.typesense import TypesenseIndex
 from worker.config import Settings
 from worker.sinks import Sink
 
 Row = Any
 Counters = dict[str, int]
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A row or document that could not be written; the engine records and counts it."""
+
+    key: str
+    error: str
+    code: int | None = None
+
+
+@dataclass
+class BatchResult:
+    """Counters taken from the writes' own answers (they must come out the same when a batch
+    is redone), and the rows the destination rejected."""
+
+    counters: Counters = field(default_factory=dict)
+    failures: list[Failure] = field(default_factory=list)
 
 
 @dataclass
@@ -44,6 +62,10 @@ class Phase(ABC):
 class Step(Phase):
     """Runs once; on a restart before its checkpoint was saved it runs again, so it must be idempotent."""
 
+    def tally(self) -> Counters:
+        """Counts taken before `run` writes anything (say, fields missing); see KeysetPhase.tally."""
+        return {}
+
     @abstractmethod
     def run(self) -> Counters: ...
 
@@ -52,6 +74,11 @@ class KeysetPhase(Phase):
     """Walks a source in key order, one batch at a time."""
 
     batch_size: int = 1000
+    #: The counter the engine adds each batch's row count to (rows walked, failed or not).
+    scanned_counter: str | None = None
+    #: Errors caused by some rows of a batch: the engine splits the batch to isolate those rows,
+    #: writes the rest and records each bad row as a failure.
+    row_errors: tuple[type[BaseException], ...] = ROW_ERRORS
 
     @property
     def key_kind(self) -> KeyKind:
@@ -72,9 +99,19 @@ class KeysetPhase(Phase):
     def key_of(self, row: Row) -> Key:
         return row[0]
 
+    def tally(self, rows: Sequence[Row]) -> Counters:
+        """Counts of rows that need a change, read before any write. The engine
+        saves them with the batch's intent, so a batch redone after a crash, which finds its own
+        earlier writes, still counts what the first attempt changed."""
+        return {}
+
     @abstractmethod
-    def process(self, rows: Sequence[Row]) -> Counters:
-        """Write one batch; return counter increments. May be called again with the same rows."""
+    def process(self, rows: Sequence[Row]) -> BatchResult:
+        """Write one batch. May be called again with the same rows, or with a part of them."""
+
+    def fetch_keys(self, keys: Sequence[Key]) -> Sequence[Row]:
+        """The rows with these keys, as `fetch` returns them: used to retry recorded failures."""
+        raise NotImplementedError(f"phase {self.name!r} cannot re-fetch rows by key")
 
     def finish(self) -> None:
         """Called once after the last batch, before the next phase starts."""
@@ -87,6 +124,9 @@ class Job(ABC):
 
     def __init__(self, ctx: JobContext):
         self.ctx = ctx
+
+    def check(self) -> None:
+        """Fail fast, before any write: tables, collections and credentials are as the job needs."""
 
     @abstractmethod
     def phases(self) -> Sequence[Phase]: ...

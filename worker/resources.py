@@ -9,13 +9,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pymongo
-from pymongo.collection import Collection
 
 from utils import mongo
 from utils.pg import Postgres
 from utils.typesense import TypesenseIndex
 from worker.checkpoint import MongoCheckpointStore
 from worker.config import Settings
+from worker.failures import FailureStore, MemoryFailureStore, MongoFailureStore
 from worker.job import JobContext
 from worker.sinks import DryRunSink, LiveSink, Sink
 
@@ -27,7 +27,7 @@ class Resources:
     index: TypesenseIndex
     mongo_client: pymongo.MongoClient
     checkpoints: MongoCheckpointStore
-    failures: Collection
+    failures: MongoFailureStore
 
     @classmethod
     def open(cls, settings: Settings) -> "Resources":
@@ -45,13 +45,16 @@ class Resources:
             ),
             mongo_client=client,
             checkpoints=MongoCheckpointStore(db[settings.mongo_checkpoint_collection]),
-            failures=db[settings.mongo_failures_collection],
+            failures=MongoFailureStore(db[settings.mongo_failures_collection]),
         )
 
     def sink(self) -> Sink:
         if self.settings.dry_run:
             return DryRunSink(self.index)
-        return LiveSink(self.pg, self.index, self.failures)
+        return LiveSink(self.pg, self.index)
+
+    def failure_store(self) -> FailureStore:
+        return MemoryFailureStore() if self.settings.dry_run else self.failures
 
     def job_context(self) -> JobContext:
         return JobContext(settings=self.settings, pg=self.pg, index=self.index, sink=self.sink())

@@ -41,9 +41,11 @@ def service_of(error: BaseException) -> str:
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 8
+    #: Give up when a failure has lasted this long: an outage shorter than this is ridden out.
+    timeout_seconds: float = 300.0
     max_wait_seconds: float = 30.0
     initial_wait_seconds: float = 0.5
+    max_attempts: int | None = None
 
     def call(self, fn: Callable[[], T], *, what: str, stop: StopFlag) -> T:
         """Run `fn`, retrying transient failures; raise ServiceUnavailable when attempts run out."""
@@ -52,7 +54,7 @@ class RetryPolicy:
             wait=tenacity.wait_random_exponential(
                 multiplier=self.initial_wait_seconds, max=self.max_wait_seconds
             ),
-            stop=tenacity.stop_after_attempt(self.max_attempts),
+            stop=self._stop_condition(),
             sleep=stop.sleep,
             before_sleep=lambda state: _log_retry(what, state),
             reraise=True,
@@ -61,6 +63,13 @@ class RetryPolicy:
             return retrying(fn)
         except RETRYABLE as error:
             raise ServiceUnavailable(service_of(error), error) from error
+
+
+    def _stop_condition(self) -> tenacity.stop.stop_base:
+        condition = tenacity.stop_after_delay(self.timeout_seconds)
+        if self.max_attempts is not None:
+            condition = condition | tenacity.stop_after_attempt(self.max_attempts)
+        return condition
 
 
 def _log_retry(what: str, state: tenacity.RetryCallState) -> None:

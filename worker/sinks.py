@@ -11,11 +11,9 @@ from typing import Any, Protocol, Sequence
 
 import structlog
 from psycopg import sql
-from pymongo.collection import Collection
 
 from utils.pg import Postgres
 from utils.typesense import ImportResult, TypesenseIndex
-from worker.checkpoint import utcnow
 
 log = structlog.get_logger("worker.sink")
 
@@ -29,13 +27,10 @@ class Sink(Protocol):
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None: ...
 
-    def record_failure(self, job: str, phase: str, key: str, error: str, code: int | None) -> None:
-        """Keep a row or document that could not be written, so it is never silently dropped."""
-
 
 class LiveSink:
-    def __init__(self, pg: Postgres, index: TypesenseIndex, failures: Collection):
-        self._pg, self._index, self._failures = pg, index, failures
+    def __init__(self, pg: Postgres, index: TypesenseIndex):
+        self._pg, self._index = pg, index
 
     def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
         conn = self._pg.connection()
@@ -49,25 +44,12 @@ class LiveSink:
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None:
         self._index.add_fields(fields)
 
-    def record_failure(self, job: str, phase: str, key: str, error: str, code: int | None) -> None:
-        now = utcnow()
-        self._failures.update_one(
-            {"_id": f"{job}:{phase}:{key}"},
-            {
-                "$set": {"job": job, "phase": phase, "key": key, "error": error, "code": code, "last_seen": now},
-                "$setOnInsert": {"first_seen": now},
-                "$inc": {"attempts": 1},
-            },
-            upsert=True,
-        )
-
 
 class DryRunSink:
     """Counts what would be written; writes nothing to Postgres, Typesense or MongoDB."""
 
     def __init__(self, index: TypesenseIndex):
         self._index = index
-        self.failures: list[dict[str, Any]] = []
 
     def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
         return 0
@@ -85,7 +67,3 @@ class DryRunSink:
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None:
         log.info("dry run: would add index fields", fields=[f["name"] for f in fields])
-
-    def record_failure(self, job: str, phase: str, key: str, error: str, code: int | None) -> None:
-        self.failures.append({"job": job, "phase": phase, "key": key, "error": error, "code": code})
-

@@ -5,21 +5,29 @@ from typing import Sequence
 import psycopg
 import pytest
 
+from worker.batches import SystemicBatchError
 from worker.checkpoint import MemoryCheckpointStore, Status
 from worker.engine import Engine, EngineOptions, UnknownPhase
 from worker.exceptions import ServiceUnavailable
-from worker.job import Counters, Job, KeysetPhase, Step
+from worker.failures import MemoryFailureStore
+from worker.job import BatchResult, Counters, Job, KeysetPhase, Step
 from worker.retry import RetryPolicy
 from worker.stop import StopFlag
 
 ROWS = list(range(1, 26))
 
 
+class Crash(Exception):
+    """Stands for the process dying after a batch's writes, before its checkpoint."""
+
+
 class Numbers(KeysetPhase):
-    """Walks ROWS; can ask for a stop after N batches or fail transiently a few times."""
+    """Walks ROWS; can ask for a stop after N batches, fail transiently a few times, refuse
+    some rows, or "crash" after writing a batch."""
 
     name = "numbers"
     batch_size = 10
+    scanned_counter = "rows"
 
     def __init__(self, job: "NumbersJob"):
         self.job = job
@@ -30,15 +38,28 @@ class Numbers(KeysetPhase):
     def fetch(self, after, limit) -> Sequence[tuple]:
         return [(r,) for r in ROWS if after is None or r > after][:limit]
 
-    def process(self, rows) -> Counters:
+    def fetch_keys(self, keys) -> Sequence[tuple]:
+        return [(k,) for k in sorted(keys) if k in ROWS]
+
+    def tally(self, rows) -> Counters:
+        # "needs work" is a pre-image: rows already written no longer need it.
+        return {"needed_work": sum(1 for (r,) in rows if r not in self.job.written)}
+
+    def process(self, rows) -> BatchResult:
         if self.job.transient_failures:
             self.job.transient_failures -= 1
             raise psycopg.OperationalError("connection reset")
+        bad = [r for (r,) in rows if r in self.job.refused]
+        if bad:
+            raise psycopg.errors.CheckViolation(f"row {bad[0]} refused")
         self.job.processed.extend(r[0] for r in rows)
+        self.job.written.update(r[0] for r in rows)
         self.job.batches += 1
+        if self.job.crash_after == self.job.batches:
+            raise Crash()
         if self.job.stop_after == self.job.batches:
             self.job.stop.request("test")
-        return {"rows": len(rows)}
+        return BatchResult({"written": len(rows)})
 
 
 class Setup(Step):
@@ -56,8 +77,11 @@ class NumbersJob(Job):
     name = "numbers"
     checkpoint_id = "numbers_job"
 
-    def __init__(self, stop: StopFlag, stop_after: int | None = None, transient_failures: int = 0):
+    def __init__(self, stop: StopFlag, stop_after: int | None = None, transient_failures: int = 0,
+                 refused: set[int] = frozenset(), crash_after: int | None = None, written: set[int] | None = None):
         self.stop, self.stop_after, self.transient_failures = stop, stop_after, transient_failures
+        self.refused, self.crash_after = refused, crash_after
+        self.written = written if written is not None else set()
         self.processed: list[int] = []
         self.batches = 0
         self.setups = 0
@@ -66,11 +90,19 @@ class NumbersJob(Job):
         return (Setup(self), Numbers(self))
 
 
-def run(store, **job_args):
+def engine_for(store, failures=None, **job_args):
     stop = StopFlag()
     job = NumbersJob(stop, **job_args)
-    engine = Engine(job, store, stop, RetryPolicy(max_attempts=3, max_wait_seconds=0, initial_wait_seconds=0), EngineOptions(owner="me"))
+    policy = RetryPolicy(timeout_seconds=10, max_attempts=3, max_wait_seconds=0, initial_wait_seconds=0)
+    return job, Engine(job, store, failures or MemoryFailureStore(), stop, policy, EngineOptions(owner="me"))
+
+
+def run(store, failures=None, **job_args):
+    job, engine = engine_for(store, failures, **job_args)
     return job, engine.run()
+
+
+COMPLETE = {"setups": 1, "rows": 25, "needed_work": 25, "written": 25, "failures": 0}
 
 
 def test_runs_every_phase_and_saves_after_every_batch():
@@ -78,8 +110,8 @@ def test_runs_every_phase_and_saves_after_every_batch():
     job, cp = run(store)
     assert cp.status is Status.COMPLETED
     assert job.processed == ROWS
-    assert cp.counters == {"setups": 1, "rows": 25}
-    batch_saves = [s for s in store.saved if s.phase == "numbers" and s.batch_no > 0]
+    assert cp.counters == COMPLETE
+    batch_saves = [s for s in store.saved if s.phase == "numbers" and s.batch_no > 0 and s.intent is None]
     assert [s.last_id for s in batch_saves][:3] == [10, 20, 25]
     assert [s.counters.get("rows") for s in batch_saves][:3] == [10, 20, 25]
 
@@ -93,7 +125,7 @@ def test_a_stop_keeps_the_position_and_a_restart_redoes_nothing():
     assert cp.status is Status.COMPLETED
     assert first.processed + second.processed == ROWS
     assert second.setups == 0, "a finished phase must not run again"
-    assert cp.counters == {"setups": 1, "rows": 25}
+    assert cp.counters == COMPLETE
 
 
 def test_transient_errors_are_retried_on_the_same_rows():
@@ -110,6 +142,7 @@ def test_exhausted_retries_fail_without_advancing():
     last = store.load("numbers_job")
     assert last.status is Status.FAILED
     assert last.last_id is None and last.counters == {"setups": 1}
+    assert last.intent["from_id"] is None and last.intent["to_id"] == 10
     assert "connection reset" in last.error
 
 
@@ -129,3 +162,33 @@ def test_a_checkpoint_from_another_job_version_is_refused():
     store.saved.append(saved)
     with pytest.raises(UnknownPhase, match="renamed"):
         run(store)
+
+
+def test_a_batch_redone_after_a_crash_counts_as_in_an_uninterrupted_run():
+    store, written = MemoryCheckpointStore(), set()
+    with pytest.raises(Crash):
+        run(store, crash_after=2, written=written)  # batch 2 written, its checkpoint not saved
+    assert store.load("numbers_job").intent["to_id"] == 20
+    job, cp = run(store, written=written)
+    assert job.processed[0] == 11, "the interrupted batch is redone, the finished one is not"
+    assert cp.counters == COMPLETE, "needed_work comes from the intent, not from the redo"
+
+
+def test_rows_a_destination_refuses_are_isolated_recorded_and_retried():
+    store, failures = MemoryCheckpointStore(), MemoryFailureStore()
+    job, cp = run(store, failures, refused={7, 23})
+    assert cp.status is Status.COMPLETED
+    assert sorted(job.processed) == [r for r in ROWS if r not in (7, 23)]
+    assert sorted(f["key"] for f in failures.list("numbers")) == ["23", "7"]
+    assert cp.counters == {"setups": 1, "rows": 25, "needed_work": 23, "written": 23, "failures": 2}
+
+    job, engine = engine_for(store, failures, written=set(job.processed))
+    cp = engine.retry_failures()
+    assert sorted(job.processed) == [7, 23]
+    assert failures.list("numbers") == []
+    assert cp.counters == COMPLETE
+
+
+def test_a_batch_in_which_every_row_fails_stops_the_job():
+    with pytest.raises(SystemicBatchError, match="all 10 rows"):
+        run(MemoryCheckpointStore(), refused=set(ROWS))

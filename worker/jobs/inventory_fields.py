@@ -15,20 +15,24 @@ Phases:
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from decimal import Decimal
 from typing import Any, Sequence
 
 from psycopg import sql
 
 from utils.keyset import Key, KeyKind, KeysetQuery
+from utils.pg import ROW_ERRORS
 from utils.typesense import ImportResult, ObjectNotFound
 from worker.exceptions import SchemaMismatch
-from worker.job import Counters, Job, JobContext, KeysetPhase, Phase, Step
+from worker.job import BatchResult, Counters, Failure, Job, JobContext, KeysetPhase, Phase, Step
 
 NEW_FIELDS = ("created_at", "deleted_at")
 _TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 _SCRATCH_KEY_TYPES = {KeyKind.INTEGER: "bigint", KeyKind.UUID: "uuid", KeyKind.TEXT: "text"}
+# Unix seconds computed by Postgres: no datetime objects per row, and an 'infinity' timestamp
+# arrives as Decimal('Infinity'), which fails that one row (OverflowError), not the whole page.
+_CREATED_EPOCH = sql.SQL("extract(epoch FROM created_at)")
 
 
 class InventoryFieldsJob(Job):
@@ -42,6 +46,10 @@ class InventoryFieldsJob(Job):
             BackfillProducts(self.ctx, products),
             DefaultIndexOnly(self.ctx, products),
         )
+
+    def check(self) -> None:
+        ProductsTable(self.ctx).key_kind
+        EnsureSchema(self.ctx).missing_fields()
 
 
 class ProductsTable:
@@ -76,13 +84,22 @@ class ProductsTable:
             raise SchemaMismatch(f"{table}.id: {error}") from None
 
 
+    def existing_keys(self, doc_ids: Sequence[str]) -> set[str]:
+        """Which document ids have a product row."""
+        kind = self.key_kind
+        keys = [k for k in (kind.parse_document_id(i) for i in doc_ids) if k is not None]
+        with self.ctx.pg.connection().cursor() as cur:
+            cur.execute(sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(self.identifier), (keys,))
+            return {str(k) for (k,) in cur.fetchall()}
+
+
 class EnsureSchema(Step):
     name = "ensure_schema"
 
     def __init__(self, ctx: JobContext):
         self.ctx = ctx
 
-    def run(self) -> Counters:
+    def missing_fields(self) -> list[dict[str, Any]]:
         try:
             fields = {f["name"]: f for f in self.ctx.index.schema()["fields"]}
         except ObjectNotFound:
@@ -97,18 +114,27 @@ class EnsureSchema(Step):
                 raise SchemaMismatch(
                     f"collection {self.ctx.index.collection!r} field {name} is {fields[name]['type']}, expected int64"
                 )
+        return missing
+
+    def tally(self) -> Counters:
+        return {"index_fields_added": len(self.missing_fields())}
+
+    def run(self) -> Counters:
+        missing = self.missing_fields()
         if missing:
             self.ctx.sink.add_index_fields(missing)
-        return {"index_fields_added": len(missing)}
+        return {}
 
 
 class BackfillProducts(KeysetPhase):
     name = "products"
+    scanned_counter = "rows_scanned"
+    row_errors = (*ROW_ERRORS, OverflowError)
 
     def __init__(self, ctx: JobContext, products: ProductsTable):
         self.ctx, self.products = ctx, products
         self.batch_size = ctx.settings.batch_size
-        self.query = KeysetQuery(products.identifier, "id", ("created_at", "deleted_at"))
+        self.query = KeysetQuery(products.identifier, "id", (_CREATED_EPOCH, "deleted_at"))
 
     @property
     def key_kind(self) -> KeyKind:
@@ -123,9 +149,17 @@ class BackfillProducts(KeysetPhase):
     def fetch(self, after: Key | None, limit: int) -> Sequence[tuple]:
         return self.query.page(self.ctx.pg.connection(), after, limit)
 
-    def process(self, rows: Sequence[tuple]) -> Counters:
-        # Counted from the rows as read, so a retried batch counts what the batch changed,
-        # not what its second attempt found left to change.
+    def fetch_keys(self, keys: Sequence[Key]) -> Sequence[tuple]:
+        return self.query.by_keys(self.ctx.pg.connection(), keys)
+
+    def tally(self, rows: Sequence[tuple]) -> Counters:
+        return {"pg_rows_updated": sum(1 for *_, deleted_at in rows if deleted_at is None)}
+
+    def process(self, rows: Sequence[tuple]) -> BatchResult:
+        documents = [
+            {"id": str(key), "created_at": _unix_seconds(created_at), "deleted_at": deleted_at or 0}
+            for key, created_at, deleted_at in rows
+        ]
         null_keys = [key for key, _, deleted_at in rows if deleted_at is None]
         if null_keys:
             self.ctx.sink.execute(
@@ -134,18 +168,12 @@ class BackfillProducts(KeysetPhase):
                 ),
                 (null_keys,),
             )
-        documents = [
-            {"id": str(key), "created_at": _unix_seconds(created_at), "deleted_at": deleted_at or 0}
-            for key, created_at, deleted_at in rows
-        ]
-        results = self.ctx.sink.import_documents(documents, "update")
-        counters = {"rows_scanned": len(rows), "pg_rows_updated": len(null_keys)}
-        counters.update(_tally(self.ctx, self.name, results, updated="index_docs_updated"))
-        return counters
+        return _read_results(self.ctx.sink.import_documents(documents, "update"), updated="index_docs_updated")
 
 
 class DefaultIndexOnly(KeysetPhase):
     name = "index_only"
+    scanned_counter = "index_docs_scanned"
 
     def __init__(self, ctx: JobContext, products: ProductsTable):
         self.ctx, self.products = ctx, products
@@ -203,21 +231,22 @@ class DefaultIndexOnly(KeysetPhase):
             cur.execute(statement, (limit,) if after is None else (after, limit))
             return cur.fetchall()
 
-    def process(self, rows: Sequence[tuple]) -> Counters:
-        documents: list[dict[str, Any]] = []
-        already_set = 0
-        for doc_id, created_at, deleted_at, index_only in rows:
-            if not index_only:
-                continue
-            patch = {name: 0 for name, value in zip(NEW_FIELDS, (created_at, deleted_at)) if value is None}
-            if patch:
-                documents.append({"id": doc_id, **patch})
-            else:
-                already_set += 1
-        results = self.ctx.sink.import_documents(documents, "update")
-        counters = {"index_docs_scanned": len(rows), "index_only_already_set": already_set}
-        counters.update(_tally(self.ctx, self.name, results, updated="index_only_defaulted"))
-        return counters
+    def fetch_keys(self, keys: Sequence[Key]) -> Sequence[tuple]:
+        """From the index itself: the scratch table is gone once the phase has finished."""
+        found = {d["id"]: d for d in self.ctx.index.export_by_ids([str(k) for k in keys], ",".join(("id", *NEW_FIELDS)))}
+        in_products = self.products.existing_keys(found)
+        return [
+            (doc_id, found[doc_id].get("created_at"), found[doc_id].get("deleted_at"), doc_id not in in_products)
+            for doc_id in sorted(found)
+        ]
+
+    def tally(self, rows: Sequence[tuple]) -> Counters:
+        orphans = [row for row in rows if row[3]]
+        return {"index_only_already_set": sum(1 for row in orphans if not _defaults_patch(row))}
+
+    def process(self, rows: Sequence[tuple]) -> BatchResult:
+        documents = [{"id": row[0], **patch} for row in rows if row[3] and (patch := _defaults_patch(row))]
+        return _read_results(self.ctx.sink.import_documents(documents, "update"), updated="index_only_defaulted")
 
     def finish(self) -> None:
         self.ctx.sink.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.scratch), ())
@@ -229,24 +258,27 @@ def _count(ctx: JobContext, table: sql.Composable) -> int:
         return int(cur.fetchone()[0])
 
 
-def _tally(ctx: JobContext, phase: str, results: list[ImportResult], updated: str) -> Counters:
+def _read_results(results: list[ImportResult], updated: str) -> BatchResult:
     """Read every import result line: 404 means the document is not in the index (counted);
-    any other failure is recorded with its id and error, never dropped."""
-    counters = {updated: 0, "missing_in_index": 0, "failures": 0}
+    any other failure is returned with its id and error, for the engine to record."""
+    counters = {updated: 0, "missing_in_index": 0}
+    failures = []
     for result in results:
         if result.success:
             counters[updated] += 1
         elif result.code == 404:
             counters["missing_in_index"] += 1
         else:
-            counters["failures"] += 1
-            ctx.sink.record_failure(InventoryFieldsJob.name, phase, result.id, result.error or "unknown", result.code)
-    return counters
+            failures.append(Failure(key=result.id, error=result.error or "unknown error", code=result.code))
+    return BatchResult(counters, failures)
 
 
-def _unix_seconds(value: datetime | None) -> int:
-    if value is None:
-        return 0
-    if value.tzinfo is None:  # timestamp without time zone: taken as UTC
-        value = value.replace(tzinfo=timezone.utc)
-    return int(value.timestamp())
+def _defaults_patch(row: tuple) -> dict[str, int]:
+    """The fields an index-only document lacks, each set to 0 (values it has are kept)."""
+    _, created_at, deleted_at, _ = row
+    return {name: 0 for name, value in zip(NEW_FIELDS, (created_at, deleted_at)) if value is None}
+
+
+def _unix_seconds(epoch: Decimal | float | None) -> int:
+    """Whole seconds, truncated as int(datetime.timestamp()) would; NULL becomes 0."""
+    return 0 if epoch is None else int(epoch)
