@@ -1,0 +1,137 @@
+"""Servers failing under a running worker: real servers stopped and started by the test."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from tests.integration.inventory_data import (
+    checkpoint,
+    events,
+    index_documents,
+    kill,
+    load,
+    make_dataset,
+    pg_rows,
+    run_worker,
+    start_worker,
+    wait_for,
+)
+
+
+def assert_exact(env, data):
+    assert pg_rows(env) == data.expected_rows()
+    assert index_documents(env) == data.expected_documents()
+    cp = checkpoint(env)
+    assert cp["status"] == "completed"
+    assert cp["counters"] == data.expected_counters()
+
+
+def in_products_phase(env, batches: int):
+    def reached():
+        cp = checkpoint(env) or {}
+        return cp.get("phase") == "products" and cp.get("batch_no", 0) >= batches
+    return reached
+
+
+def slow_run_env(worker_env):
+    worker_env.update(BATCH_SIZE="100", SLEEP_BETWEEN_BATCHES="0.05", RETRY_TIMEOUT_SECONDS="120", RETRY_MAX_WAIT_SECONDS="2")
+    return worker_env
+
+
+def test_typesense_down_for_30s_is_ridden_out_without_advancing(services, worker_env, tmp_path):
+    env = slow_run_env(worker_env)
+    data = make_dataset(3000)
+    load(env, data)
+    log = tmp_path / "w.log"
+    proc = start_worker(env, log_path=log)
+    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+
+    services.typesense.stop()
+    time.sleep(3)
+    frozen = checkpoint(env)["batch_no"]
+    time.sleep(27)
+    assert checkpoint(env)["batch_no"] == frozen, "no batch may be checkpointed while its index writes cannot happen"
+    assert proc.poll() is None, "the worker waits; it does not give up within its retry time"
+    services.typesense.start()
+
+    assert proc.wait(timeout=180) == 0
+    retries = [e for e in events(log.read_text()) if e["event"] == "retrying"]
+    assert retries and {e["service"] for e in retries} == {"typesense"}
+    assert_exact(env, data)
+
+
+def test_postgres_restart_mid_run(services, worker_env, tmp_path):
+    env = slow_run_env(worker_env)
+    data = make_dataset(3000)
+    load(env, data)
+    log = tmp_path / "w.log"
+    proc = start_worker(env, log_path=log)
+    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+
+    services.postgres.restart()
+
+    assert proc.wait(timeout=180) == 0
+    assert any(e["event"] == "retrying" and e["service"] == "postgres" for e in events(log.read_text()))
+    assert_exact(env, data)
+
+
+def test_mongodb_down_for_a_while_is_ridden_out(services, worker_env, tmp_path):
+    env = slow_run_env(worker_env)
+    data = make_dataset(3000)
+    load(env, data)
+    log = tmp_path / "w.log"
+    proc = start_worker(env, log_path=log)
+    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+
+    services.mongo.stop()
+    time.sleep(8)
+    services.mongo.start()
+
+    assert proc.wait(timeout=180) == 0
+    assert any(e["event"] == "retrying" and e["service"] == "mongodb" for e in events(log.read_text()))
+    assert_exact(env, data)
+
+
+def test_mongodb_down_too_long_exits_4_then_resumes_exactly(services, worker_env, tmp_path):
+    env = slow_run_env(worker_env)
+    env.update(RETRY_TIMEOUT_SECONDS="3", RETRY_MAX_WAIT_SECONDS="0.5")
+    data = make_dataset(3000)
+    load(env, data)
+    log = tmp_path / "w.log"
+    proc = start_worker(env, log_path=log)
+    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+
+    services.mongo.stop()
+    code = proc.wait(timeout=60)
+    services.mongo.start()
+
+    assert code == 4
+    saved = checkpoint(env)
+    logged = [e for e in events(log.read_text()) if e["event"] == "batch"]
+    assert logged[-1]["batch_no"] <= saved["batch_no"], "no batch is reported done that is not checkpointed"
+    assert saved["status"] == "running", "the last checkpoint is kept as it was"
+    failed = [e for e in events(log.read_text()) if e["event"] == "worker failed"]
+    assert failed and "mongodb" in failed[0]["error"]
+
+    assert run_worker(env).returncode == 0
+    assert_exact(env, data)
+
+
+def test_a_second_worker_takes_over_when_the_first_dies(worker_env, tmp_path):
+    env = slow_run_env(worker_env)
+    env["LEASE_TTL_SECONDS"] = "2"
+    data = make_dataset(2000)
+    load(env, data)
+    first = start_worker(env, log_path=tmp_path / "first.log")
+    wait_for(in_products_phase(env, 2), 60, what="first worker's batches")
+    second_log = tmp_path / "second.log"
+    second = start_worker(env, log_path=second_log)
+    wait_for(lambda: "lease held by another worker" in second_log.read_text(), 30, what="second worker waiting")
+    assert checkpoint(env)["lease"]["owner"].endswith(f":{first.pid}")
+
+    kill(first, signal.SIGKILL)
+
+    assert second.wait(timeout=120) == 0
+    assert checkpoint(env)["lease"] is None
+    assert_exact(env, data)
