@@ -182,7 +182,8 @@ def reset(settings: Settings, confirmed: bool) -> int:
 
 
 def _fail(error: WorkerError, scrubber: log_setup.SecretScrubber) -> int:
-    message = scrubber.scrub(f"{type(error).__name__}: {error}")
+    # One line: libpq and others put hints on lines of their own.
+    message = " ".join(scrubber.scrub(f"{type(error).__name__}: {error}").split())
     log.error("worker failed", error=message, exit_code=error.exit_code)
     print(f"error: {message}", file=sys.stderr)
     return error.exit_code
