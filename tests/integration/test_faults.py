@@ -39,13 +39,19 @@ def slow_run_env(worker_env):
     return worker_env
 
 
-def test_typesense_down_for_30s_is_ridden_out_without_advancing(services, worker_env, tmp_path):
-    env = slow_run_env(worker_env)
-    data = make_dataset(3000)
+def worker_in_products_phase(env, tmp_path, rows=3000):
+    """Load data, start the worker and return once it has checkpointed a few product batches."""
+    data = make_dataset(rows)
     load(env, data)
     log = tmp_path / "w.log"
     proc = start_worker(env, log_path=log)
     wait_for(in_products_phase(env, 3), 60, what="a few batches")
+    return data, proc, log
+
+
+def test_typesense_down_for_30s_is_ridden_out_without_advancing(services, worker_env, tmp_path):
+    env = slow_run_env(worker_env)
+    data, proc, log = worker_in_products_phase(env, tmp_path)
 
     services.typesense.stop()
     time.sleep(3)
@@ -63,11 +69,7 @@ def test_typesense_down_for_30s_is_ridden_out_without_advancing(services, worker
 
 def test_postgres_restart_mid_run(services, worker_env, tmp_path):
     env = slow_run_env(worker_env)
-    data = make_dataset(3000)
-    load(env, data)
-    log = tmp_path / "w.log"
-    proc = start_worker(env, log_path=log)
-    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+    data, proc, log = worker_in_products_phase(env, tmp_path)
 
     services.postgres.restart()
 
@@ -78,11 +80,7 @@ def test_postgres_restart_mid_run(services, worker_env, tmp_path):
 
 def test_mongodb_down_for_a_while_is_ridden_out(services, worker_env, tmp_path):
     env = slow_run_env(worker_env)
-    data = make_dataset(3000)
-    load(env, data)
-    log = tmp_path / "w.log"
-    proc = start_worker(env, log_path=log)
-    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+    data, proc, log = worker_in_products_phase(env, tmp_path)
 
     services.mongo.stop()
     time.sleep(8)
@@ -96,11 +94,7 @@ def test_mongodb_down_for_a_while_is_ridden_out(services, worker_env, tmp_path):
 def test_mongodb_down_too_long_exits_4_then_resumes_exactly(services, worker_env, tmp_path):
     env = slow_run_env(worker_env)
     env.update(RETRY_TIMEOUT_SECONDS="3", RETRY_MAX_WAIT_SECONDS="0.5")
-    data = make_dataset(3000)
-    load(env, data)
-    log = tmp_path / "w.log"
-    proc = start_worker(env, log_path=log)
-    wait_for(in_products_phase(env, 3), 60, what="a few batches")
+    data, proc, log = worker_in_products_phase(env, tmp_path)
 
     services.mongo.stop()
     code = proc.wait(timeout=60)
