@@ -115,7 +115,7 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
         )
         engine = Engine(job, store, resources.failure_store(), stop, policy, options)
         checkpoint = engine.retry_failures() if retry_failures else engine.run()
-        if settings.dry_run:
+        if settings.dry_run and checkpoint is not None:
             log.info("dry run: nothing was written", job=job.name, would=checkpoint.counters)
     return 0
 

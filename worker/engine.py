@@ -60,17 +60,22 @@ class Engine:
 
     # -- the run -------------------------------------------------------------------------------
 
-    def run(self) -> Checkpoint:
-        """Run the job to completion or to a clean stop; return the last saved checkpoint."""
+    def run(self) -> Checkpoint | None:
+        """Run the job to completion or to a clean stop; return the last saved checkpoint
+        (None when stopped before this worker could take the job's lease)."""
         self._call(self.job.check, "preflight checks")
         return self._with_lease(self._run)
 
-    def retry_failures(self) -> Checkpoint:
+    def retry_failures(self) -> Checkpoint | None:
         """Process the recorded failures again (after the data was fixed); resolve those that pass."""
         return self._with_lease(self._retry_failures)
 
-    def _with_lease(self, body: Callable[[Checkpoint], Checkpoint]) -> Checkpoint:
-        cp = self._acquire()
+    def _with_lease(self, body: Callable[[Checkpoint], Checkpoint]) -> Checkpoint | None:
+        try:
+            cp = self._acquire()
+        except StopRequested:
+            self.log.info("stopped while waiting for the lease; nothing was done", reason=self.stop.reason)
+            return None
         try:
             with Heartbeat(self.store, cp.job_id, self.options.owner, self.options.lease_ttl_seconds, self.stop) as heartbeat:
                 try:
@@ -248,12 +253,11 @@ class Engine:
                     "checkpoint: acquire lease",
                 )
             except LeaseHeld as held:
-                if waited >= wait or self.stop.requested:
+                if waited >= wait:
                     raise
                 if waited == 0:
                     self.log.warning("lease held by another worker; waiting for it to expire", owner=held.owner, expires_at=str(held.expires_at))
-                if self.stop.wait(1.0):
-                    raise
+                self.stop.sleep(1.0)
                 waited += 1.0
 
     def _save(self, cp: Checkpoint) -> None:

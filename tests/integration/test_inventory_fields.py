@@ -176,6 +176,12 @@ def test_a_second_worker_on_the_same_job_waits_then_gives_up(worker_env, tmp_pat
 
     assert second.returncode == 3
     assert "is being run by" in second.stderr
+
+    worker_env["LEASE_TTL_SECONDS"] = "60"  # this one would wait two minutes: stop it while it waits
+    third_log = tmp_path / "third.log"
+    third = start_worker(worker_env, log_path=third_log)
+    wait_for(lambda: "lease held by another worker" in third_log.read_text(), 30, what="third worker waiting")
+    assert kill(third, signal.SIGTERM) == 0
     assert kill(first, signal.SIGTERM) == 0
     assert checkpoint(worker_env)["status"] == "interrupted"
 
