@@ -1,12 +1,14 @@
-"""A Postgres connection that reconnects after the server drops it.
+"""Postgres connections that reconnect after the server drops them, one per thread.
 
 Long backfills outlive server restarts and failovers; holding one connection forever would turn
 every restart into a crash. `Postgres.connection()` hands out a live connection and replaces a
-broken one, so a retried operation simply asks again.
+broken one, so a retried operation simply asks again. Each thread gets its own connection (a
+connection runs one statement at a time), so a pipelined reader and writers never queue on one.
 """
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Mapping
 
 import psycopg
@@ -55,17 +57,39 @@ def classify_connect_error(error: psycopg.OperationalError) -> Exception:
 
 
 class Postgres:
-    def __init__(self, conninfo: str | Mapping[str, Any], connect_timeout: int = 10):
+    def __init__(self, conninfo: str | Mapping[str, Any], connect_timeout: int = 10, per_thread: bool = True):
+        """`per_thread=False`: one connection for all threads (they take turns), for work that
+        needs a single session, such as a temporary table."""
         self._conninfo = conninfo
         self._connect_timeout = connect_timeout
-        self._conn: psycopg.Connection | None = None
+        self._per_thread = per_thread
+        self._local = threading.local()
+        self._shared: psycopg.Connection | None = None
+        self._all: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
 
     def connection(self) -> psycopg.Connection:
-        """A usable connection: the current one, or a new one if it is closed or broken."""
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            self.close()
-            self._conn = self._connect()
-        return self._conn
+        """This thread's usable connection: the current one, or a new one if closed or broken."""
+        conn = getattr(self._local, "conn", None) if self._per_thread else self._shared
+        if conn is None or conn.closed or conn.broken:
+            conn = self._replace(conn)
+        return conn
+
+    def _replace(self, old: psycopg.Connection | None) -> psycopg.Connection:
+        with self._lock:
+            if old is not None and old in self._all:
+                self._all.remove(old)
+                old.close()
+            shared = self._shared
+            if not self._per_thread and shared is not None and shared is not old and not shared.broken:
+                return shared  # another thread replaced it first
+            conn = self._connect()
+            self._all.append(conn)
+            if self._per_thread:
+                self._local.conn = conn
+            else:
+                self._shared = conn
+            return conn
 
     def _connect(self) -> psycopg.Connection:
         # Autocommit: reads hold no transaction open between batches; writes use conn.transaction().
@@ -81,11 +105,12 @@ class Postgres:
             raise classified from None
 
     def close(self) -> None:
-        if self._conn is not None:
-            try:
-                self._conn.close()
-            finally:
-                self._conn = None
+        """Close every thread's connection."""
+        with self._lock:
+            conns, self._all, self._shared = self._all, [], None
+            self._local = threading.local()
+        for conn in conns:
+            conn.close()
 
     def column_types(self, schema: str, table: str) -> dict[str, str]:
         """Column name -> information_schema data_type; empty when the table does not exist."""

@@ -61,8 +61,9 @@ class Checkpoint:
     phase_done: int = 0
     phase_total: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
-    #: The batch in flight: its range and pre-image counts, saved before its writes.
-    intent: dict[str, Any] | None = None
+    #: Batches in flight, in key order: range, row count and pre-image counts, saved before
+    #: their writes so a redo after a crash can reuse them.
+    intents: list[dict[str, Any]] = field(default_factory=list)
     status: Status = Status.PENDING
     error: str | None = None
     started_at: datetime | None = None
@@ -80,7 +81,7 @@ class Checkpoint:
 
     def enter_phase(self, phase: str) -> None:
         self.phase, self.last_id, self.phase_done, self.phase_total = phase, None, 0, None
-        self.intent = None
+        self.intents = []
 
     def to_document(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -95,6 +96,7 @@ class Checkpoint:
         values["job_id"] = doc["_id"]
         values["status"] = Status(doc.get("status", Status.PENDING))
         values["counters"] = dict(doc.get("counters") or {})
+        values["intents"] = list(doc.get("intents") or [])
         return cls(**values)
 
 

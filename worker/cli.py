@@ -25,6 +25,7 @@ from worker.engine import Engine, EngineOptions
 from worker.exceptions import AccessDenied, ConfigError, SchemaMismatch, WorkerError
 from worker.jobs import JOBS, job_class
 from worker.lease import default_owner
+from worker.pipeline import PipelineOptions
 from worker.resources import Resources
 from worker.retry import RetryPolicy
 from worker.stop import StopFlag, install_signal_handlers
@@ -111,9 +112,15 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
         options = EngineOptions(
             owner=default_owner(),
             lease_ttl_seconds=settings.lease_ttl_seconds,
-            sleep_between_batches=settings.sleep_between_batches,
+            pipeline=PipelineOptions(
+                depth=settings.pipeline_depth,
+                sleep_between_batches=settings.sleep_between_batches,
+                batch_size_min=settings.batch_size_min,
+                batch_size_max=settings.batch_size_max,
+                batch_target_seconds=settings.batch_target_seconds,
+            ),
         )
-        engine = Engine(job, store, resources.failure_store(), stop, policy, options)
+        engine = Engine(job, store, resources.failure_store(), stop, policy, options, resources.throttler(stop))
         checkpoint = engine.retry_failures() if retry_failures else engine.run()
         if settings.dry_run and checkpoint is not None:
             log.info("dry run: nothing was written", job=job.name, would=checkpoint.counters)

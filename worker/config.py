@@ -61,8 +61,17 @@ class Settings:
     products_table: TableName = TableName("public", "products")
     scratch_table: TableName = TableName("public", "backfill_index_ids")
     batch_size: int = 1000
+    batch_size_min: int = 100
+    batch_size_max: int = 10_000
+    batch_target_seconds: float = 1.0
+    pipeline_depth: int = 2
     typesense_page_size: int = 250
     sleep_between_batches: float = 1.0
+
+    throttle_check_seconds: float = 5.0
+    throttle_pg_max_active: int = 50
+    throttle_pg_max_replication_lag_seconds: float = 30.0
+    throttle_ts_max_pending_writes: int = 20
 
     retry_timeout_seconds: float = 300.0
     retry_max_wait_seconds: float = 30.0
@@ -227,7 +236,19 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         products_table=r.table("PRODUCTS_TABLE", str(Settings.products_table)),
         scratch_table=r.table("SCRATCH_TABLE", str(Settings.scratch_table)),
         batch_size=r.number("BATCH_SIZE", Settings.batch_size, int, 1, 100_000),
+        batch_size_min=r.number("BATCH_SIZE_MIN", Settings.batch_size_min, int, 1, 100_000),
+        batch_size_max=r.number("BATCH_SIZE_MAX", Settings.batch_size_max, int, 1, 100_000),
+        batch_target_seconds=r.number("BATCH_TARGET_SECONDS", Settings.batch_target_seconds, float, 0.05, 600),
+        pipeline_depth=r.number("PIPELINE_DEPTH", Settings.pipeline_depth, int, 1, 8),
         typesense_page_size=r.number("TYPESENSE_PAGE_SIZE", Settings.typesense_page_size, int, 1, 100_000),
+        throttle_check_seconds=r.number("THROTTLE_CHECK_SECONDS", Settings.throttle_check_seconds, float, 0, 3600),
+        throttle_pg_max_active=r.number("THROTTLE_PG_MAX_ACTIVE", Settings.throttle_pg_max_active, int, 1, 100_000),
+        throttle_pg_max_replication_lag_seconds=r.number(
+            "THROTTLE_PG_MAX_REPLICATION_LAG_SECONDS", Settings.throttle_pg_max_replication_lag_seconds, float, 0, 86_400
+        ),
+        throttle_ts_max_pending_writes=r.number(
+            "THROTTLE_TS_MAX_PENDING_WRITES", Settings.throttle_ts_max_pending_writes, int, 0, 1_000_000
+        ),
         sleep_between_batches=r.number(
             "SLEEP_BETWEEN_BATCHES", Settings.sleep_between_batches, float, 0, 3600
         ),
@@ -246,6 +267,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
     )
     if not values["typesense_api_key"]:
         raise ConfigError("TYPESENSE_API_KEY", "is required")
+    if r.raw("BATCH_SIZE_MIN") and values["batch_size_min"] > values["batch_size_max"]:  # type: ignore[operator]
+        raise ConfigError("BATCH_SIZE_MIN", f"must not exceed BATCH_SIZE_MAX ({values['batch_size_max']})")
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
 

@@ -1,18 +1,16 @@
-"""The phase and batch loop: the one place that orders fetch, write, checkpoint and stop.
+"""Runs a job: takes its lease, walks its phases from the checkpoint, and finishes or stops.
 
-For each batch: fetch the page after the checkpoint's key, save the batch's intent (its range and
-pre-image counts), process it (the job's writes), and only then save the checkpoint with the new
-key and counters. A crash before that save means the batch is redone on restart, with the
-intent's counts, so counters come out as in an uninterrupted run; a crash after it means it is
-not redone. Stop requests are honoured at batch boundaries and during sleeps and retry backoffs,
-never mid-write.
+The batch loop of a keyset phase is in `pipeline.py`; this module owns the run around it: the
+lease and its heartbeat, phase order, status changes, one-off steps and retrying recorded
+failures. Stop requests are honoured at batch boundaries and during sleeps, throttle pauses and
+retry backoffs, never mid-write.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Callable, Sequence, TypeVar
+from typing import Callable, TypeVar
 
 import structlog
 
@@ -20,11 +18,12 @@ from worker.batches import BatchRunner
 from worker.checkpoint import Checkpoint, CheckpointStore, Status, add_counters
 from worker.exceptions import LeaseHeld, LeaseLost, WorkerError
 from worker.failures import FailureStore
-from worker.job import Counters, Job, KeysetPhase, Phase, Row, Step
+from worker.job import Job, KeysetPhase, Phase, Step
 from worker.lease import LEASE_LOST, Heartbeat
-from worker.progress import PhaseProgress, format_duration
+from worker.pipeline import KeysetPipeline, PipelineOptions
 from worker.retry import RetryPolicy
 from worker.stop import StopFlag, StopRequested
+from worker.throttle import Throttler
 
 T = TypeVar("T")
 log = structlog.get_logger("worker.engine")
@@ -38,9 +37,9 @@ class UnknownPhase(WorkerError):
 class EngineOptions:
     owner: str
     lease_ttl_seconds: float = 60.0
-    sleep_between_batches: float = 0.0
     #: How long to wait at start for another worker's lease to expire before giving up.
     lease_wait_seconds: float | None = None
+    pipeline: PipelineOptions = field(default_factory=PipelineOptions)
 
 
 class Engine:
@@ -52,10 +51,14 @@ class Engine:
         stop: StopFlag,
         retry: RetryPolicy,
         options: EngineOptions,
+        throttler: Throttler | None = None,
     ):
         self.job, self.store, self.stop, self.retry, self.options = job, store, stop, retry, options
         self.failures = failures
         self.batches = BatchRunner(job.name, failures, self._call)
+        self.pipeline = KeysetPipeline(
+            job.name, self.batches, self._call, self._save, stop, throttler or Throttler([], stop), options.pipeline
+        )
         self.log = log.bind(job=job.name)
 
     # -- the run -------------------------------------------------------------------------------
@@ -122,99 +125,23 @@ class Engine:
         if isinstance(phase, Step):
             self._run_step(phase, cp)
         elif isinstance(phase, KeysetPhase):
-            self._run_keyset(phase, cp)
+            self.pipeline.run(phase, cp)
         else:
             raise TypeError(f"phase {phase.name!r} is neither a Step nor a KeysetPhase")
 
     def _run_step(self, step: Step, cp: Checkpoint) -> None:
-        pending = cp.intent if cp.intent and cp.intent["phase"] == step.name else None
+        """Like a batch: counts taken before the step's write are saved first and reused on a redo."""
+        pending = next((i for i in cp.intents if i["phase"] == step.name), None)
         pre = pending["pre"] if pending else self._call(step.tally, f"{step.name}: tally")
         if not pending:
-            cp.intent = {"phase": step.name, "pre": pre}
+            cp.intents.append({"phase": step.name, "pre": pre})
             self._save(cp)
         counters = dict(pre)
         add_counters(counters, self._call(step.run, step.name))
-        cp.intent = None
+        cp.intents = [i for i in cp.intents if i["phase"] != step.name]
         cp.add(counters)
         self._save(cp)
         self.log.info("phase done", phase=step.name, counters=counters)
-
-    def _run_keyset(self, phase: KeysetPhase, cp: Checkpoint) -> None:
-        resuming = cp.last_id is not None or cp.intent is not None
-        self._call(lambda: phase.prepare(resuming), f"{phase.name}: prepare")
-        cp.phase_total = self._call(phase.count, f"{phase.name}: count")
-        progress = PhaseProgress(total=cp.phase_total, done_at_start=cp.phase_done)
-        after = phase.key_kind.decode(cp.last_id)
-        phase_counters: Counters = {}
-        self.log.info("phase resumed" if resuming else "phase started", phase=phase.name, last_id=cp.last_id, total=cp.phase_total)
-        while True:
-            self._check_stop()
-            pending = self._pending_intent(phase, cp)
-            limit = pending["rows"] if pending else phase.batch_size
-            rows = self._call(lambda: phase.fetch(after, limit), f"{phase.name}: fetch")
-            if not rows:
-                break
-            pre = self._begin_batch(phase, cp, rows, pending)
-            counters, _ = self.batches.run(phase, rows, pre)
-            from_id = cp.last_id
-            after = phase.key_of(rows[-1])
-            cp.intent = None
-            cp.last_id = phase.key_kind.encode(after)
-            cp.batch_no += 1
-            cp.phase_done += len(rows)
-            cp.add(counters)
-            add_counters(phase_counters, counters)
-            self._save(cp)
-            self.log.info(
-                "batch",
-                phase=phase.name,
-                batch_no=cp.batch_no,
-                batch_rows=len(rows),
-                from_id=from_id,
-                last_id=cp.last_id,
-                **progress.snapshot(cp.phase_done).fields(),
-                counters=cp.counters,
-            )
-            if len(rows) < limit:
-                break
-            self.stop.wait(self.options.sleep_between_batches)
-        self._call(phase.finish, f"{phase.name}: finish")
-        elapsed = progress.elapsed()
-        walked = cp.phase_done - progress.done_at_start
-        self.log.info(
-            "phase done",
-            phase=phase.name,
-            rows=walked,
-            elapsed=format_duration(elapsed),
-            rows_per_s=round(walked / elapsed, 1) if elapsed > 0 else None,
-            counters=phase_counters,
-        )
-
-    # -- batch intents -----------------------------------------------------------------------
-
-    @staticmethod
-    def _pending_intent(phase: KeysetPhase, cp: Checkpoint) -> dict | None:
-        """The intent of a batch of this phase that started after the checkpoint but never finished."""
-        intent = cp.intent
-        if intent and intent["phase"] == phase.name and intent.get("from_id") == cp.last_id:
-            return intent
-        return None
-
-    def _begin_batch(self, phase: KeysetPhase, cp: Checkpoint, rows: Sequence[Row], pending: dict | None) -> Counters:
-        """Pre-image counts: the interrupted batch's own when this is its redo, else fresh ones,
-        saved as the intent before any write."""
-        to_id = phase.key_kind.encode(phase.key_of(rows[-1]))
-        if pending:
-            if pending["to_id"] == to_id and pending["rows"] == len(rows):
-                self.log.info("redoing a batch interrupted before its checkpoint", phase=phase.name, from_id=cp.last_id, to_id=to_id)
-                return dict(pending["pre"])
-            self.log.warning("rows changed since the interrupted batch; counting it afresh", phase=phase.name, from_id=cp.last_id)
-        pre = phase.tally(rows)
-        if phase.scanned_counter:
-            add_counters(pre, {phase.scanned_counter: len(rows)})
-        cp.intent = {"phase": phase.name, "from_id": cp.last_id, "to_id": to_id, "rows": len(rows), "pre": pre}
-        self._save(cp)
-        return pre
 
     # -- retrying recorded failures ------------------------------------------------------------
 

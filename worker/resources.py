@@ -18,6 +18,8 @@ from worker.config import Settings
 from worker.failures import FailureStore, MemoryFailureStore, MongoFailureStore
 from worker.job import JobContext
 from worker.sinks import DryRunSink, LiveSink, Sink
+from worker.stop import StopFlag
+from worker.throttle import PostgresActivity, Throttler, TypesenseHealth
 
 
 @dataclass
@@ -34,7 +36,8 @@ class Resources:
         client, db = mongo.connect(settings.mongo_uri, settings.mongo_db_name)
         return cls(
             settings=settings,
-            pg=Postgres(settings.pg_conninfo()),
+            # A dry run keeps its scratch table in a temporary table: one session for all threads.
+            pg=Postgres(settings.pg_conninfo(), per_thread=not settings.dry_run),
             index=TypesenseIndex(
                 settings.typesense_host,
                 settings.typesense_port,
@@ -52,6 +55,14 @@ class Resources:
         if self.settings.dry_run:
             return DryRunSink(self.index)
         return LiveSink(self.pg, self.index)
+
+    def throttler(self, stop: StopFlag) -> Throttler:
+        s = self.settings
+        indicators = [
+            PostgresActivity(self.pg, s.throttle_pg_max_active, s.throttle_pg_max_replication_lag_seconds),
+            TypesenseHealth(self.index, s.throttle_ts_max_pending_writes),
+        ]
+        return Throttler(indicators, stop, s.throttle_check_seconds)
 
     def failure_store(self) -> FailureStore:
         return MemoryFailureStore() if self.settings.dry_run else self.failures

@@ -120,7 +120,7 @@ def test_dry_run_writes_nothing_and_reports_what_it_would_do(worker_env):
 def test_sigkill_at_a_random_batch_then_restart_redoes_no_completed_batch(worker_env, tmp_path):
     data = make_dataset(1500)
     load(worker_env, data)
-    worker_env.update(BATCH_SIZE="50", SLEEP_BETWEEN_BATCHES="0.02")
+    worker_env.update(BATCH_SIZE="50", BATCH_SIZE_MAX="50", SLEEP_BETWEEN_BATCHES="0.02")  # 30 product batches
     target = random.Random().randint(2, 25)
     log = tmp_path / "worker.log"
 

@@ -292,12 +292,18 @@ def soak(worker_env: dict[str, str], tmp_path: Path, rows: int, kills: int, seed
     extra = sorted(set(numbers) - set(range(1, total + 1)))
     # A SIGKILL between a batch's checkpoint save and its log line loses only the line.
     unexplained_missing = [n for n in missing if not any(k.signal == "SIGKILL" and k.batch_no == n for k in made)]
-    shape = lambda b: (b["batch_no"], b["phase"], b["from_id"], b["last_id"], b["batch_rows"])  # noqa: E731
-    ref_shapes = {b["batch_no"]: shape(b) for b in ref_batches}
-    different_batches = [(shape(b), ref_shapes.get(b["batch_no"])) for b in batches if shape(b) != ref_shapes.get(b["batch_no"])]
+    # Batch sizes adapt to timing, so the soaked run's batches need not match the reference's;
+    # they must tile each phase: every batch starts where the one before it (same phase) ended.
+    by_number = {b["batch_no"]: b for b in batches}
+    broken_chain = [
+        (n, by_number[n - 1]["last_id"], by_number[n]["from_id"])
+        for n in sorted(by_number)
+        if n - 1 in by_number and by_number[n - 1]["phase"] == by_number[n]["phase"]
+        and by_number[n]["from_id"] != by_number[n - 1]["last_id"]
+    ]
     all_events = [e for p in logs for e in log_events(p)]
     redo_lines = sum(1 for e in all_events if e["event"] == "redoing a batch interrupted before its checkpoint")
-    recounted = sum(1 for e in all_events if e["event"] == "rows changed since the interrupted batch; counting it afresh")
+    recounted = sum(1 for e in all_events if e["event"] == "rows changed since the interrupted batches; counting them afresh")
     forced = sum(1 for e in all_events if e["event"] == "forced exit; the batch in flight will be redone on the next start")
 
     report = [
@@ -319,7 +325,7 @@ def soak(worker_env: dict[str, str], tmp_path: Path, rows: int, kills: int, seed
         f" recounted: {recounted}; forced exits: {forced}",
         f"  completed batch logged twice: {redone or 'none'}; batch_no missing from the logs: {missing or 'none'}"
         f" (unexplained: {unexplained_missing or 'none'}); outside 1..{total}: {extra or 'none'};"
-        f" batches unlike the reference's: {len(different_batches)}",
+        f" batches not starting where the previous one ended: {len(broken_chain)}",
         f"counters soaked:    {dict(sorted(soaked_cp['counters'].items()))}",
         f"counters reference: {dict(sorted(ref_cp['counters'].items()))}",
         f"counters expected:  {dict(sorted(expected_counters.items()))}",
@@ -348,8 +354,7 @@ def soak(worker_env: dict[str, str], tmp_path: Path, rows: int, kills: int, seed
     assert not redone, f"{tag} completed batches logged more than once (redone): {redone}"
     assert not extra, f"{tag} batch numbers beyond the checkpoint's {total}: {extra}"
     assert not unexplained_missing, f"{tag} batch numbers never logged and not explained by a SIGKILL: {unexplained_missing}"
-    assert total == ref_cp["batch_no"], f"{tag} {total} batches, the reference made {ref_cp['batch_no']}"
-    assert not different_batches, f"{tag} batches unlike the reference's (soaked, reference): {different_batches[:5]}"
+    assert not broken_chain, f"{tag} batches skipping or overlapping keys (batch_no, previous last_id, from_id): {broken_chain[:5]}"
     # Only a job that completed before the last instant (the soaked run going faster than the
     # reference near its end) makes fewer kills than planned; that is reported, not a failure.
     assert len(made) >= kills - 1, f"{tag} only {len(made)} of {kills} kills were made"
