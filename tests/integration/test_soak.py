@@ -149,9 +149,10 @@ def wait_until_started(proc, log_path: Path, timeout: float) -> str | None:
     raise AssertionError(f"worker did not take the lease within {timeout}s; log: {log_path}")
 
 
-def timeline(log_path: Path) -> tuple[float, dict[str, tuple[float, float]], dict[int, float]]:
+def timeline(log_path: Path) -> tuple[float, dict[str, tuple[float, float]], dict[str, list[tuple[int, float]]]]:
     """Of a complete run: its work time (lease taken to "job completed"), each phase's window in
-    it, and when each batch was checkpointed (its log line)."""
+    it, and per phase when each amount of work was checkpointed (rows done, time of the log line).
+    Batch sizes adapt to timing, so positions are compared by rows done, not by batch number."""
     evs = log_events(log_path)
     start = next(timestamp(e) for e in evs if e["event"] in ("job started", "job resumed"))
     end = next(timestamp(e) for e in evs if e["event"] == "job completed")
@@ -160,16 +161,22 @@ def timeline(log_path: Path) -> tuple[float, dict[str, tuple[float, float]], dic
         done = next(timestamp(e) - start for e in evs if e["event"] == "phase done" and e.get("phase") == phase)
         windows[phase] = (previous, done)
         previous = done
-    batches = {e["batch_no"]: timestamp(e) - start for e in evs if e["event"] == "batch"}
-    return end - start, windows, batches
+    progress: dict[str, list[tuple[int, float]]] = {phase: [] for phase in PHASES}
+    for e in evs:
+        if e["event"] == "batch":
+            progress[e["phase"]].append((e["done"], timestamp(e) - start))
+    return end - start, windows, progress
 
 
-def position(cp: dict[str, Any] | None, windows: dict[str, tuple[float, float]], batches: dict[int, float]) -> float:
-    """Where on the reference run's timeline a worker starting from checkpoint `cp` begins."""
+def position(
+    cp: dict[str, Any] | None, windows: dict[str, tuple[float, float]], progress: dict[str, list[tuple[int, float]]]
+) -> float:
+    """Where on the reference run's timeline a worker starting from checkpoint `cp` begins: when
+    the reference had checkpointed as many rows of the same phase."""
     cp = cp or {}
-    if cp.get("batch_no"):
-        return batches[cp["batch_no"]]
-    return 0.0 if cp.get("phase") in (None, "ensure_schema") else windows["ensure_schema"][1]
+    phase = cp.get("phase") or PHASES[0]
+    reached = [t for done, t in progress.get(phase, []) if done <= cp.get("phase_done", 0)]
+    return reached[-1] if reached else windows[phase][0]
 
 
 def phase_at(windows: dict[str, tuple[float, float]], instant: float) -> str:
