@@ -105,7 +105,7 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
     policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
     with Resources.open(settings) as resources:
-        job = job_class(settings.job)(resources.job_context())
+        job = job_class(settings.job)(resources.job_context(stop))
         store = resources.checkpoints
         if settings.dry_run:
             store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.checkpoint_id), what="checkpoint: load", stop=stop))

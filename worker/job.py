@@ -18,6 +18,7 @@ from utils.pg import ROW_ERRORS, Postgres
 from utils.typesense import TypesenseIndex
 from worker.config import Settings
 from worker.sinks import Sink
+from worker.stop import StopFlag
 
 Row = Any
 Counters = dict[str, int]
@@ -49,6 +50,9 @@ class JobContext:
     pg: Postgres
     index: TypesenseIndex
     sink: Sink
+    #: Only for long single steps (say, loading a scratch table) that should end early on a
+    #: stop request: call `stop.sleep(0)`, which raises StopRequested. Batches need nothing.
+    stop: StopFlag = field(default_factory=StopFlag)
 
     @property
     def dry_run(self) -> bool:

@@ -67,8 +67,8 @@ class Resources:
     def failure_store(self) -> FailureStore:
         return MemoryFailureStore() if self.settings.dry_run else self.failures
 
-    def job_context(self) -> JobContext:
-        return JobContext(settings=self.settings, pg=self.pg, index=self.index, sink=self.sink())
+    def job_context(self, stop: StopFlag) -> JobContext:
+        return JobContext(settings=self.settings, pg=self.pg, index=self.index, sink=self.sink(), stop=stop)
 
     def close(self) -> None:
         self.pg.close()

@@ -11,6 +11,7 @@ import pytest
 
 from tests.integration.inventory_data import (
     checkpoint,
+    pg_connect,
     events,
     index_documents,
     kill,
@@ -241,3 +242,26 @@ def test_a_document_the_index_rejects_is_recorded_not_dropped(worker_env):
     assert len(failures) == 1
     assert failures[0]["phase"] == "products" and failures[0]["key"] == ""
     assert failures[0]["code"] == 400 and "id" in failures[0]["error"]
+
+
+def test_sigterm_while_the_scratch_table_loads_stops_cleanly(worker_env, tmp_path):
+    data = make_dataset(60_000)
+    load(worker_env, data)
+    worker_env.update(BATCH_SIZE="10000")
+    log = tmp_path / "w.log"
+    proc = start_worker(worker_env, log_path=log)
+    wait_for(lambda: '"phase": "products", "rows"' in log.read_text(), 120, interval=0.01, what="products phase done")
+
+    assert kill(proc, signal.SIGTERM) == 0
+
+    logged = events(log.read_text())
+    assert any(e["event"] == "stopped cleanly" for e in logged)
+    assert not any(e["event"].startswith("forced exit") for e in logged)
+    cp = checkpoint(worker_env)
+    assert (cp["status"], cp["phase"], cp["last_id"]) == ("interrupted", "index_only", None)
+    with pg_connect(worker_env) as conn:
+        left = conn.execute("SELECT to_regclass(%s)", (worker_env["SCRATCH_TABLE"],)).fetchone()[0]
+    assert left is None, "the load was stopped part way and rolled back"
+    assert run_worker(worker_env).returncode == 0
+    assert_backfilled(worker_env, data)
+    assert checkpoint(worker_env)["counters"] == data.expected_counters()

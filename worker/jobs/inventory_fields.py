@@ -29,6 +29,8 @@ from worker.job import BatchResult, Counters, Failure, Job, JobContext, KeysetPh
 NEW_FIELDS = ("created_at", "deleted_at")
 _TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
+#: Documents loaded into the scratch table between two looks at the stop flag.
+_STOP_CHECK_EVERY = 10_000
 _SCRATCH_KEY_TYPES = {KeyKind.INTEGER: "bigint", KeyKind.UUID: "uuid", KeyKind.TEXT: "text"}
 # Unix seconds computed by Postgres: no datetime objects per row, and an 'infinity' timestamp
 # arrives as Decimal('Infinity'), which fails that one row (OverflowError), not the whole page.
@@ -214,7 +216,9 @@ class DefaultIndexOnly(KeysetPhase):
             )
             copy_sql = sql.SQL("COPY {} (doc_id, key, created_at, deleted_at) FROM STDIN").format(self.scratch)
             with cur.copy(copy_sql) as copy:
-                for doc in self.ctx.index.export_documents(",".join(("id", *NEW_FIELDS))):
+                for n, doc in enumerate(self.ctx.index.export_documents(",".join(("id", *NEW_FIELDS)))):
+                    if n % _STOP_CHECK_EVERY == 0:
+                        self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
                     doc_id = doc["id"]
                     copy.write_row((doc_id, kind.parse_document_id(doc_id), doc.get("created_at"), doc.get("deleted_at")))
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (doc_id)").format(self.scratch))
