@@ -50,7 +50,7 @@ class InventoryFieldsJob(Job):
         )
 
     def check(self) -> None:
-        ProductsTable(self.ctx).key_kind
+        ProductsTable(self.ctx).check()
         EnsureSchema(self.ctx).missing_fields()
 
 
@@ -66,10 +66,11 @@ class ProductsTable:
     @property
     def key_kind(self) -> KeyKind:
         if self._key_kind is None:
-            self._key_kind = self._inspect()
+            self._key_kind = self.check()
         return self._key_kind
 
-    def _inspect(self) -> KeyKind:
+    def check(self) -> KeyKind:
+        """The key's kind; SchemaMismatch when the table or a column is missing or mistyped."""
         table = f"{self.schema}.{self.name}"
         columns = self.ctx.pg.column_types(self.schema, self.name)
         if not columns:
@@ -143,7 +144,7 @@ class BackfillProducts(KeysetPhase):
         return self.products.key_kind
 
     def prepare(self, resuming: bool) -> None:
-        self.products.key_kind  # fail fast on a missing table or wrong column types
+        self.products.check()
 
     def count(self) -> int:
         return _count(self.ctx, self.products.identifier)
