@@ -8,6 +8,7 @@ retry backoffs, never mid-write.
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Callable, TypeVar
@@ -111,21 +112,32 @@ class Engine:
             cp.enter_phase(names[0])
         if cp.phase not in names:
             raise UnknownPhase(f"checkpoint is at phase {cp.phase!r}, which job {self.job.name!r} does not have ({', '.join(names)})")
-        for phase in phases[names.index(cp.phase):]:
-            if cp.phase != phase.name:
-                cp.enter_phase(phase.name)
-                self._save(cp)
-            self._run_phase(phase, cp)
+        remaining = phases[names.index(cp.phase):]
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-prepare") as early:
+            try:
+                prepared: Future | None = None
+                for phase, following in zip(remaining, [*remaining[1:], None]):
+                    if cp.phase != phase.name:
+                        cp.enter_phase(phase.name)
+                        self._save(cp)
+                    ahead = None
+                    if isinstance(following, KeysetPhase) and following.prepare_early:
+                        ahead = early.submit(self._call, lambda p=following: p.prepare(False), f"{following.name}: prepare (early)")
+                    self._run_phase(phase, cp, prepared)
+                    prepared = ahead
+            except BaseException:
+                self.stop.request(self.stop.reason or "error")  # ends an early prepare still running
+                raise
         self._finish(cp, Status.COMPLETED)
         self.log.info("job completed", batches=cp.batch_no, counters=cp.counters)
         return cp
 
-    def _run_phase(self, phase: Phase, cp: Checkpoint) -> None:
+    def _run_phase(self, phase: Phase, cp: Checkpoint, prepared: Future | None) -> None:
         self._check_stop()
         if isinstance(phase, Step):
             self._run_step(phase, cp)
         elif isinstance(phase, KeysetPhase):
-            self.pipeline.run(phase, cp)
+            self.pipeline.run(phase, cp, prepared)
         else:
             raise TypeError(f"phase {phase.name!r} is neither a Step nor a KeysetPhase")
 

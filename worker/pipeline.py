@@ -104,11 +104,15 @@ class KeysetPipeline:
         self.stop, self.throttler, self.options = stop, throttler, options
         self.log = log.bind(job=job)
 
-    def run(self, phase: KeysetPhase, cp: Checkpoint) -> Counters:
-        """Walk the phase from the checkpoint to the end; return the counters this run added."""
+    def run(self, phase: KeysetPhase, cp: Checkpoint, prepared: Future | None = None) -> Counters:
+        """Walk the phase from the checkpoint to the end; return the counters this run added.
+        `prepared`: a fresh `prepare` already started in the background (see prepare_early)."""
         redo = _interrupted_batches(phase, cp)
         resuming = cp.last_id is not None or bool(redo)
-        self.call(lambda: phase.prepare(resuming), f"{phase.name}: prepare")
+        if prepared is not None and not resuming:
+            prepared.result()
+        else:
+            self.call(lambda: phase.prepare(resuming), f"{phase.name}: prepare")
         cp.phase_total = self.call(phase.count, f"{phase.name}: count")
         progress = PhaseProgress(total=cp.phase_total, done_at_start=cp.phase_done)
         o = self.options

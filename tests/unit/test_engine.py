@@ -109,7 +109,7 @@ def test_runs_every_phase_and_saves_after_every_batch():
     store = MemoryCheckpointStore()
     job, cp = run(store)
     assert cp.status is Status.COMPLETED
-    assert job.processed == ROWS
+    assert sorted(job.processed) == ROWS  # batches run concurrently; each row once
     assert cp.counters == COMPLETE
     commits = [s for prev, s in zip(store.saved, store.saved[1:]) if s.batch_no > prev.batch_no]
     assert [s.last_id for s in commits] == [10, 20, 25]
@@ -125,7 +125,7 @@ def test_a_stop_keeps_the_position_and_a_restart_redoes_nothing():
     assert (cp.phase, cp.last_id, cp.batch_no) == ("numbers", 10, 1)
     second, cp = run(store)
     assert cp.status is Status.COMPLETED
-    assert first.processed + second.processed == ROWS
+    assert sorted(first.processed + second.processed) == ROWS
     assert second.setups == 0, "a finished phase must not run again"
     assert cp.counters == COMPLETE
 
@@ -133,7 +133,7 @@ def test_a_stop_keeps_the_position_and_a_restart_redoes_nothing():
 def test_transient_errors_are_retried_on_the_same_rows():
     job, cp = run(MemoryCheckpointStore(), transient_failures=2)
     assert cp.status is Status.COMPLETED
-    assert job.processed == ROWS
+    assert sorted(job.processed) == ROWS  # batches run concurrently; each row once
 
 
 def test_exhausted_retries_fail_without_advancing():
@@ -172,7 +172,7 @@ def test_a_batch_redone_after_a_crash_counts_as_in_an_uninterrupted_run():
         run(store, crash_after=2, written=written)  # batch 2 written, its checkpoint not saved
     assert [i["to_id"] for i in store.load("numbers_job").intents][:1] == [20]
     job, cp = run(store, written=written)
-    assert job.processed[0] == 11, "the interrupted batch is redone, the finished one is not"
+    assert min(job.processed) == 11, "the interrupted batch is redone, the finished one is not"
     assert cp.counters == COMPLETE, "needed_work comes from the intent, not from the redo"
 
 

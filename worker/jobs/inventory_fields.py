@@ -177,6 +177,9 @@ class BackfillProducts(KeysetPhase):
 class DefaultIndexOnly(KeysetPhase):
     name = "index_only"
     scanned_counter = "index_docs_scanned"
+    # The products phase never writes an index-only document, so the scratch table can be
+    # loaded from the index while that phase runs (values of product documents go unused).
+    prepare_early = True
 
     def __init__(self, ctx: JobContext, products: ProductsTable):
         self.ctx, self.products = ctx, products
