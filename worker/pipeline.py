@@ -121,7 +121,7 @@ class KeysetPipeline:
         self.log.info("phase resumed" if resuming else "phase started", phase=phase.name, last_id=cp.last_id, total=cp.phase_total, redo_batches=len(redo))
         reader = _Reader(phase, phase.key_kind.decode(cp.last_id), redo, sizer, self.call)
         added: Counters = {}
-        in_flight: deque[tuple[Intent, int, Future]] = deque()
+        in_flight: deque[tuple[Intent, Future]] = deque()
         next_from = cp.last_id
         reading = True
         # A pause between batches asks for one batch at a time: the pause comes after a commit.
@@ -144,14 +144,14 @@ class KeysetPipeline:
                         intent = self._begin(phase, cp, page, next_from)
                         next_from = intent["to_id"]
                         started_any = True
-                        in_flight.append((intent, len(page.rows), pool.submit(self._timed, phase, page.rows, intent["pre"])))
+                        in_flight.append((intent, pool.submit(self._timed, phase, page.rows, intent["pre"])))
                     if not in_flight:
                         break
-                    intent, rows, future = in_flight.popleft()
+                    intent, future = in_flight.popleft()
                     counters, seconds = future.result()
-                    self._commit(phase, cp, intent, rows, counters, progress)
+                    self._commit(phase, cp, intent, counters, progress)
                     add_counters(added, counters)
-                    sizer.record(rows, seconds)
+                    sizer.record(intent["rows"], seconds)
                 if reading:
                     raise StopRequested(self.stop.reason or "stop")
             except BaseException:
@@ -191,8 +191,8 @@ class KeysetPipeline:
         self.save(cp)
         return intent
 
-    def _commit(self, phase: KeysetPhase, cp: Checkpoint, intent: Intent, rows: int, counters: Counters, progress: PhaseProgress) -> None:
-        from_id = cp.last_id
+    def _commit(self, phase: KeysetPhase, cp: Checkpoint, intent: Intent, counters: Counters, progress: PhaseProgress) -> None:
+        from_id, rows = cp.last_id, intent["rows"]
         cp.intents = [i for i in cp.intents if i is not intent]
         cp.last_id = intent["to_id"]
         cp.batch_no += 1
