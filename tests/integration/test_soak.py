@@ -187,12 +187,18 @@ def phase_at(windows: dict[str, tuple[float, float]], instant: float) -> str:
 
 
 def plan_kills(rng: random.Random, kills: int, work: float, windows: dict[str, tuple[float, float]]) -> list[float]:
-    """Sorted kill instants in work time: one inside ensure_schema, the rest one per equal slice
-    of the remaining run up to LAST_KILL_AT."""
-    instants = [rng.uniform(0.0, windows["ensure_schema"][1])]
-    low, high = windows["ensure_schema"][1], LAST_KILL_AT * work
-    width = (high - low) / max(kills - 1, 1)
-    instants += [rng.uniform(low + k * width, low + (k + 1) * width) for k in range(kills - 1)]
+    """Sorted kill instants in work time: one inside ensure_schema, one inside index_only (a short
+    phase now that its scratch table loads during products), the rest one per equal slice of the
+    remaining run up to LAST_KILL_AT."""
+    high = LAST_KILL_AT * work
+    index_start, index_end = windows["index_only"]
+    instants = [
+        rng.uniform(0.0, windows["ensure_schema"][1]),
+        rng.uniform(index_start, index_start + 0.8 * (index_end - index_start)),
+    ]
+    low = windows["ensure_schema"][1]
+    width = (high - low) / max(kills - 2, 1)
+    instants += [rng.uniform(low + k * width, low + (k + 1) * width) for k in range(kills - 2)]
     return sorted(instants)
 
 
