@@ -246,14 +246,20 @@ def worker_phases(stdout: str) -> dict[str, Any]:
 
 def run_contender(name: str, services: Any, settings: Settings, summary: DemoSummary, run_dir: Path,
                   meter: CpuMeter, rows: int, worker_src: Path = REPO,
-                  worker_settings: dict[str, str] | None = None) -> dict[str, Any]:
+                  worker_settings: dict[str, str] | None = None, py_spy: str | None = None) -> dict[str, Any]:
     mongo_db = f"bench_{name}_{uuid.uuid4().hex[:8]}"
     env = contender_env(services, mongo_db, worker_src)
     if name == "worker":
         env.update(worker_settings or {})
     module = {"worker": "worker", "baseline": "bench.baseline", "limit": "bench.limit"}[name]
+    cmd = [sys.executable, "-m", module]
+    if py_spy and name == "worker":
+        # Sampling costs the worker some CPU: use profiled runs to see where time goes, not to time.
+        run_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [py_spy, "record", "--threads", "--format", "raw", "--rate", "200",
+               "-o", str(run_dir / "profile.txt"), "--", *cmd]
     try:
-        m = run_measured([sys.executable, "-m", module], env, run_dir, meter)
+        m = run_measured(cmd, env, run_dir, meter)
     finally:
         with MongoClient(services.env()["MONGO_URI"], serverSelectionTimeoutMS=5000) as mongo:
             try:
@@ -432,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
                         " contenders run (e.g. a `git archive` of another commit); default this repo")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the worker only (repeatable), e.g. BATCH_SIZE_MAX=20000")
+    parser.add_argument("--py-spy", metavar="PATH", help="profile the worker runs with this py-spy binary"
+                        " (collapsed stacks per thread in <out>/worker-K/profile.txt; slows the worker)")
     args = parser.parse_args(argv)
     if any("=" not in item for item in args.worker_env):
         parser.error("--worker-env takes NAME=VALUE")
@@ -471,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
                 reseed_s.append(seconds)
                 run_dir = out_dir / f"{name}-{rep}"
                 print(f"bench: run {rep}/{args.repeat} {name}: reseeded in {seconds:.1f}s, running...", flush=True)
-                m = run_contender(name, services, settings, summary, run_dir, meter, args.rows, worker_src, worker_settings)
+                m = run_contender(name, services, settings, summary, run_dir, meter, args.rows, worker_src,
+                                  worker_settings, args.py_spy)
                 results[name].append(m)
                 extra = ""
                 if name == "worker" and m.get("rows_per_s:products"):
