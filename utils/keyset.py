@@ -18,7 +18,10 @@ from psycopg import sql
 
 Key = int | str | uuid.UUID
 
-_INT_TEXT = re.compile(r"^-?[0-9]{1,19}$")
+# A document's id names a row only in the key's own text form (`key::text`, as the jobs write
+# ids): "007" or an upper-case UUID is some other document. Python and SQL spellings of one rule.
+_INT_TEXT = r"0|-?[1-9][0-9]{0,18}"
+_UUID_TEXT = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _INT64 = (-(2**63), 2**63 - 1)
 
 
@@ -57,14 +60,23 @@ class KeyKind(enum.Enum):
         if self is KeyKind.TEXT:
             return doc_id
         if self is KeyKind.INTEGER:
-            if not _INT_TEXT.match(doc_id):
+            if not re.fullmatch(_INT_TEXT, doc_id):
                 return None
             value = int(doc_id)
             return value if _INT64[0] <= value <= _INT64[1] else None
-        try:
-            return uuid.UUID(doc_id)
-        except ValueError:
-            return None
+        return uuid.UUID(doc_id) if re.fullmatch(_UUID_TEXT, doc_id) else None
+
+    def document_key_sql(self, doc_id: sql.Composable) -> sql.Composable:
+        """`parse_document_id` computed by Postgres over a text expression: the key, or NULL.
+        Nested CASEs because Postgres does not promise to evaluate AND's operands in order."""
+        if self is KeyKind.TEXT:
+            return doc_id
+        if self is KeyKind.INTEGER:
+            return sql.SQL(
+                "CASE WHEN {d} ~ {pattern} THEN CASE WHEN {d}::numeric BETWEEN {low} AND {high}"
+                " THEN {d}::bigint END END"
+            ).format(d=doc_id, pattern=sql.Literal(f"^({_INT_TEXT})$"), low=sql.Literal(_INT64[0]), high=sql.Literal(_INT64[1]))
+        return sql.SQL("CASE WHEN {d} ~ {pattern} THEN {d}::uuid END").format(d=doc_id, pattern=sql.Literal(f"^{_UUID_TEXT}$"))
 
 
 @dataclass(frozen=True)

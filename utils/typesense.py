@@ -1,9 +1,11 @@
 """A thin Typesense adapter: schema, bulk import with per-document results, streamed export.
 
 Import always answers HTTP 200 with one JSON result per line, so a failed document is only
-visible by reading every line; `import_documents` returns them all. The official client's
-`export` buffers the whole collection in one string, so `export_documents` streams it with
-httpx (already the client's transport) to keep memory flat on multi-million-document indexes.
+visible by reading every line; `import_documents` reads them all and reports the failures by id.
+Documents arrive already encoded (`EncodedDocuments`): a job may have Postgres render them, which
+costs the worker no Python per document. The official client's `export` buffers the whole
+collection in one string, so `export_documents` / `export_lines` stream it with one long-lived
+httpx client (already the official client's transport) to keep memory flat on big indexes.
 The client's own retries are switched off: retrying is the worker's decision (see worker.retry),
 made with backoff and a stop check, never a blind resend of a large import.
 """
@@ -11,8 +13,9 @@ made with backoff and a stop check, never a blind resend of a large import.
 from __future__ import annotations
 
 import json
+import threading
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Sequence
 
 import httpx
 import typesense
@@ -36,13 +39,36 @@ Unauthorized = (ts_errors.RequestUnauthorized, ts_errors.RequestForbidden)
 
 
 @dataclass(frozen=True)
-class ImportResult:
-    """One line of an import answer."""
+class EncodedDocuments:
+    """Documents ready to send: one JSON object per line, and their ids (to name failures)."""
+
+    ids: Sequence[str]
+    lines: Sequence[str]
+
+    @classmethod
+    def from_dicts(cls, documents: Iterable[dict[str, Any]]) -> "EncodedDocuments":
+        docs = list(documents)
+        return cls([str(d["id"]) for d in docs], [_encode(d) for d in docs])
+
+    def __len__(self) -> int:
+        return len(self.lines)
+
+
+@dataclass(frozen=True)
+class ImportFailure:
+    """One document an import refused: 404 for an update of a missing document, 400 for bad data."""
 
     id: str
-    success: bool
-    code: int | None = None
-    error: str | None = None
+    code: int | None
+    error: str
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """An import's answer, every line read: how many documents succeeded, and each one refused."""
+
+    succeeded: int
+    failed: list[ImportFailure]
 
 
 class TypesenseIndex:
@@ -61,6 +87,13 @@ class TypesenseIndex:
         self._base_url = f"{protocol}://{host}:{port}"
         self._headers = {"X-TYPESENSE-API-KEY": api_key}
         self._timeout = timeout_seconds
+        # One client for health, stats and exports: a new one per call would build a TLS context
+        # and a connection each time.
+        self._http = httpx.Client(base_url=self._base_url, headers=self._headers, timeout=timeout_seconds)
+        # One import at a time: Typesense applies a collection's writes one batch after another
+        # anyway, and a second concurrent import only costs it CPU parsing ahead (measured: see
+        # bench/README.md). Other threads' Postgres writes still overlap the import.
+        self._import_lock = threading.Lock()
         self._client = typesense.Client(
             {
                 "nodes": [{"host": host, "port": port, "protocol": protocol}],
@@ -76,11 +109,11 @@ class TypesenseIndex:
 
     def health_report(self) -> dict[str, Any]:
         """`/health`: {"ok": true}, or {"ok": false, "resource_error": "OUT_OF_MEMORY"} and the like."""
-        return httpx.get(f"{self._base_url}/health", timeout=self._timeout).json()
+        return self._http.get("/health").json()
 
     def stats(self) -> dict[str, Any]:
         """`/stats.json`: request rates, latencies and `pending_write_batches`."""
-        response = httpx.get(f"{self._base_url}/stats.json", headers=self._headers, timeout=self._timeout)
+        response = self._http.get("/stats.json")
         response.raise_for_status()
         return response.json()
 
@@ -91,22 +124,31 @@ class TypesenseIndex:
     def add_fields(self, fields: list[dict[str, Any]]) -> None:
         self._client.collections[self.collection].update({"fields": fields})
 
-    def import_documents(self, documents: Iterable[dict[str, Any]], action: str) -> list[ImportResult]:
-        """Send one bulk import and return one result per document, in order."""
-        docs = list(documents)
-        if not docs:
-            return []
-        body = "\n".join(map(_encode, docs))
-        answer = self._documents.import_(body, {"action": action})
-        lines = [line for line in answer.split("\n") if line.strip()]
-        if len(lines) != len(docs):
+    def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
+        """Send one bulk import; read every result line."""
+        if not documents.lines:
+            return ImportReport(0, [])
+        body = "\n".join(documents.lines)
+        with self._import_lock:
+            answer = self._documents.import_(body, {"action": action})
+        lines = answer.split("\n")
+        if lines and not lines[-1].strip():
+            lines.pop()
+        if len(lines) != len(documents):
             raise ts_errors.ServerError(
-                f"import answered {len(lines)} result lines for {len(docs)} documents"
+                f"import answered {len(lines)} result lines for {len(documents)} documents"
             )
-        return [
-            ImportResult(str(doc["id"]), True) if line == _SUCCESS_LINE else _result(doc, json.loads(line))
-            for doc, line in zip(docs, lines)
-        ]
+        succeeded = answer.count(_SUCCESS_LINE)
+        if succeeded == len(lines):
+            return ImportReport(succeeded, [])
+        failed = []
+        for doc_id, line in zip(documents.ids, lines):
+            if line != _SUCCESS_LINE:
+                result = json.loads(line)
+                if result.get("success"):
+                    continue
+                failed.append(ImportFailure(doc_id, result.get("code"), result.get("error") or "unknown error"))
+        return ImportReport(len(lines) - len(failed), failed)
 
     def existing_ids(self, ids: list[str]) -> set[str]:
         """Which of `ids` the collection holds (read-only)."""
@@ -122,11 +164,20 @@ class TypesenseIndex:
         self, include_fields: str | None = None, filter_by: str | None = None
     ) -> Iterator[dict[str, Any]]:
         """Stream the collection's documents, one dict at a time."""
+        for line in self._export("iter_lines", include_fields, filter_by):
+            if line.strip():
+                yield json.loads(line)
+
+    def export_lines(self, include_fields: str | None = None) -> Iterator[bytes]:
+        """Stream the export's raw bytes: JSON lines, cut anywhere, for a consumer that parses
+        them itself (such as Postgres in a COPY)."""
+        return self._export("iter_bytes", include_fields, None)
+
+    def _export(self, iterate: str, include_fields: str | None, filter_by: str | None) -> Iterator[Any]:
         params = {"include_fields": include_fields} if include_fields else {}
         if filter_by:
             params["filter_by"] = filter_by
-        url = f"{self._base_url}/collections/{self.collection}/documents/export"
-        with httpx.stream("GET", url, params=params, headers=self._headers, timeout=self._timeout) as response:
+        with self._http.stream("GET", f"/collections/{self.collection}/documents/export", params=params) as response:
             if response.status_code == 404:
                 raise ObjectNotFound(f"collection {self.collection!r} not found")
             if response.status_code in (401, 403):
@@ -134,21 +185,11 @@ class TypesenseIndex:
             if response.status_code >= 500:
                 raise ts_errors.ServerError(f"export answered HTTP {response.status_code}")
             response.raise_for_status()
-            for line in response.iter_lines():
-                if line.strip():
-                    yield json.loads(line)
+            yield from getattr(response, iterate)()
 
     def close(self) -> None:
         """Release pooled connections (the client has no public close on older versions)."""
+        self._http.close()
         api_call = getattr(self._client, "api_call", None)
         if api_call is not None and hasattr(api_call, "close"):
             api_call.close()
-
-
-def _result(doc: dict[str, Any], answer: dict[str, Any]) -> ImportResult:
-    return ImportResult(
-        id=str(doc.get("id")),
-        success=bool(answer.get("success")),
-        code=answer.get("code"),
-        error=answer.get("error"),
-    )

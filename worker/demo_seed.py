@@ -26,7 +26,7 @@ import typesense
 from psycopg import sql
 
 from utils.pg import Postgres
-from utils.typesense import ObjectNotFound, TypesenseIndex
+from utils.typesense import EncodedDocuments, ObjectNotFound, TypesenseIndex
 from worker.config import Settings, load_settings
 from worker.exceptions import ConfigError
 
@@ -193,7 +193,7 @@ def _add(index: TypesenseIndex, docs: Docs, doc: dict[str, str]) -> Docs:
 
 def _import(index: TypesenseIndex, docs: Docs) -> None:
     """Import and check every line: Typesense answers HTTP 200 even when documents fail."""
-    failed = [r for r in index.import_documents(docs, "create") if not r.success]
+    failed = index.import_documents(EncodedDocuments.from_dicts(docs), "create").failed
     if failed:
         sample = "; ".join(f"{r.id}: {r.error}" for r in failed[:3])
         raise SeedError(f"{len(failed)} of {len(docs)} documents failed to import ({sample})")

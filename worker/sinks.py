@@ -13,7 +13,7 @@ import structlog
 from psycopg import sql
 
 from utils.pg import Postgres
-from utils.typesense import ImportResult, TypesenseIndex
+from utils.typesense import EncodedDocuments, ImportFailure, ImportReport, TypesenseIndex
 
 log = structlog.get_logger("worker.sink")
 
@@ -22,8 +22,8 @@ class Sink(Protocol):
     def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
 
-    def import_documents(self, documents: list[dict[str, Any]], action: str) -> list[ImportResult]:
-        """Bulk-import partial or whole documents; one result per document."""
+    def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
+        """Bulk-import partial or whole documents; every result line read."""
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None: ...
 
@@ -38,7 +38,7 @@ class LiveSink:
             cur.execute(statement, params)
             return cur.rowcount
 
-    def import_documents(self, documents: list[dict[str, Any]], action: str) -> list[ImportResult]:
+    def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         return self._index.import_documents(documents, action)
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None:
@@ -54,16 +54,12 @@ class DryRunSink:
     def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
         return 0
 
-    def import_documents(self, documents: list[dict[str, Any]], action: str) -> list[ImportResult]:
+    def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         if action != "update":
-            return [ImportResult(id=str(d["id"]), success=True) for d in documents]
-        existing = self._index.existing_ids([str(d["id"]) for d in documents])
-        return [
-            ImportResult(id=str(d["id"]), success=True)
-            if str(d["id"]) in existing
-            else ImportResult(id=str(d["id"]), success=False, code=404, error="not found (dry run)")
-            for d in documents
-        ]
+            return ImportReport(len(documents), [])
+        existing = self._index.existing_ids(list(documents.ids))
+        missing = [ImportFailure(i, 404, "not found (dry run)") for i in documents.ids if i not in existing]
+        return ImportReport(len(documents) - len(missing), missing)
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None:
         log.info("dry run: would add index fields", fields=[f["name"] for f in fields])

@@ -20,7 +20,7 @@ import psycopg
 import pymongo
 from psycopg import sql
 
-from utils.typesense import TypesenseIndex
+from utils.typesense import EncodedDocuments, TypesenseIndex
 
 REPO = Path(__file__).resolve().parents[2]
 #: Workers run from here, so a developer's own `.env` in the repo cannot leak into a test.
@@ -137,8 +137,8 @@ def load(env: dict[str, str], data: Dataset) -> None:
     index = index_for(env)
     index._client.collections.create({"name": env["TYPESENSE_COLLECTION"], "fields": fields})
     for start in range(0, len(data.documents), 5000):
-        results = index.import_documents(data.documents[start : start + 5000], "create")
-        assert all(r.success for r in results), [r for r in results if not r.success][:3]
+        report = index.import_documents(EncodedDocuments.from_dicts(data.documents[start : start + 5000]), "create")
+        assert not report.failed, report.failed[:3]
 
 
 def pg_rows(env: dict[str, str]) -> dict[str, int | None]:

@@ -15,26 +15,32 @@ Phases:
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any, Sequence
 
 from psycopg import sql
 
 from utils.keyset import Key, KeyKind, KeysetQuery
 from utils.pg import ROW_ERRORS
-from utils.typesense import ImportResult, ObjectNotFound
+from utils.typesense import EncodedDocuments, ImportReport, ObjectNotFound
 from worker.exceptions import SchemaMismatch
 from worker.job import BatchResult, Counters, Failure, Job, JobContext, KeysetPhase, Phase, Step
 
 NEW_FIELDS = ("created_at", "deleted_at")
 _TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
-#: Documents loaded into the scratch table between two looks at the stop flag.
-_STOP_CHECK_EVERY = 10_000
-_SCRATCH_KEY_TYPES = {KeyKind.INTEGER: "bigint", KeyKind.UUID: "uuid", KeyKind.TEXT: "text"}
-# Unix seconds computed by Postgres: no datetime objects per row, and an 'infinity' timestamp
-# arrives as Decimal('Infinity'), which fails that one row (OverflowError), not the whole page.
-_CREATED_EPOCH = sql.SQL("extract(epoch FROM created_at)")
+# The partial index document, rendered by Postgres: the worker sends it as it comes, with no
+# Python object per field. created_at in whole unix seconds (truncated, like int(timestamp()));
+# NULL becomes 0. An 'infinity' timestamp has no unix time: it is rendered as 0 but flagged by
+# the column before, so `process` refuses that row alone (see BackfillProducts.process).
+_PARTIAL_DOCUMENT = sql.SQL(
+    "json_build_object('id', id::text,"
+    " 'created_at', CASE WHEN isfinite(created_at) THEN trunc(extract(epoch FROM created_at))::bigint ELSE 0 END,"
+    " 'deleted_at', coalesce(deleted_at, 0))::text"
+)
+_CREATED_AT_USABLE = sql.SQL("created_at IS NULL OR isfinite(created_at)")
+# COPY as CSV with control characters for quote and delimiter: JSON never holds them unescaped,
+# so each line of an export arrives whole in one jsonb column, parsed by Postgres.
+_COPY_JSON_LINES = sql.SQL("COPY {} (doc) FROM STDIN (FORMAT csv, QUOTE e'\\x01', DELIMITER e'\\x02')")
 
 
 class InventoryFieldsJob(Job):
@@ -137,7 +143,7 @@ class BackfillProducts(KeysetPhase):
     def __init__(self, ctx: JobContext, products: ProductsTable):
         self.ctx, self.products = ctx, products
         self.batch_size = ctx.settings.batch_size
-        self.query = KeysetQuery(products.identifier, "id", (_CREATED_EPOCH, "deleted_at"))
+        self.query = KeysetQuery(products.identifier, "id", ("deleted_at", _CREATED_AT_USABLE, _PARTIAL_DOCUMENT))
 
     @property
     def key_kind(self) -> KeyKind:
@@ -156,14 +162,16 @@ class BackfillProducts(KeysetPhase):
         return self.query.by_keys(self.ctx.pg.connection(), keys)
 
     def tally(self, rows: Sequence[tuple]) -> Counters:
-        return {"pg_rows_updated": sum(1 for *_, deleted_at in rows if deleted_at is None)}
+        return {"pg_rows_updated": sum(1 for _, deleted_at, *_ in rows if deleted_at is None)}
 
     def process(self, rows: Sequence[tuple]) -> BatchResult:
-        documents = [
-            {"id": str(key), "created_at": _unix_seconds(created_at), "deleted_at": deleted_at or 0}
-            for key, created_at, deleted_at in rows
-        ]
-        null_keys = [key for key, _, deleted_at in rows if deleted_at is None]
+        """Raises OverflowError for a batch holding an 'infinity' created_at: the engine splits
+        the batch until that row stands alone and records it as a failure."""
+        unusable = [key for key, _, usable, _ in rows if not usable]
+        if unusable:
+            raise OverflowError(f"created_at of {unusable[0]} is infinite: it has no unix time")
+        documents = EncodedDocuments([str(key) for key, *_ in rows], [document for *_, document in rows])
+        null_keys = [key for key, deleted_at, *_ in rows if deleted_at is None]
         if null_keys:
             self.ctx.sink.execute(
                 sql.SQL("UPDATE {} SET deleted_at = 0 WHERE id = ANY(%s) AND deleted_at IS NULL").format(
@@ -207,24 +215,27 @@ class DefaultIndexOnly(KeysetPhase):
             return bool(cur.fetchone()[0])
 
     def _build_scratch(self) -> None:
-        """Stream the index's ids into the scratch table in one transaction: all or nothing."""
+        """Stream the index's export into the scratch table in one transaction: all or nothing.
+        The worker only moves bytes; Postgres parses the JSON lines and maps ids to keys."""
         kind = self.products.key_kind
         conn = self.ctx.pg.connection()
         temporary = sql.SQL("TEMPORARY ") if self.ctx.dry_run else sql.SQL("")
+        lines = sql.Identifier("backfill_export_lines")
         with conn.transaction(), conn.cursor() as cur:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.scratch))
+            cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (doc jsonb) ON COMMIT DROP").format(lines))
+            with cur.copy(_COPY_JSON_LINES.format(lines)) as copy:
+                for chunk in self.ctx.index.export_lines(",".join(("id", *NEW_FIELDS))):
+                    self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
+                    copy.write(chunk)
+            doc_id = sql.SQL("d.doc_id")
             cur.execute(
                 sql.SQL(
-                    "CREATE {temp}TABLE {t} (doc_id text NOT NULL, key {kt}, created_at bigint, deleted_at bigint)"
-                ).format(temp=temporary, t=self.scratch, kt=sql.SQL(_SCRATCH_KEY_TYPES[kind]))
+                    "CREATE {temp}TABLE {t} AS SELECT d.doc_id, {key} AS key, d.created_at, d.deleted_at FROM"
+                    " (SELECT doc->>'id' AS doc_id, (doc->>'created_at')::bigint AS created_at,"
+                    " (doc->>'deleted_at')::bigint AS deleted_at FROM {lines} WHERE doc IS NOT NULL) d"
+                ).format(temp=temporary, t=self.scratch, key=kind.document_key_sql(doc_id), lines=lines)
             )
-            copy_sql = sql.SQL("COPY {} (doc_id, key, created_at, deleted_at) FROM STDIN").format(self.scratch)
-            with cur.copy(copy_sql) as copy:
-                for n, doc in enumerate(self.ctx.index.export_documents(",".join(("id", *NEW_FIELDS)))):
-                    if n % _STOP_CHECK_EVERY == 0:
-                        self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
-                    doc_id = doc["id"]
-                    copy.write_row((doc_id, kind.parse_document_id(doc_id), doc.get("created_at"), doc.get("deleted_at")))
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (doc_id)").format(self.scratch))
 
     def count(self) -> int:
@@ -253,7 +264,9 @@ class DefaultIndexOnly(KeysetPhase):
         return {"index_only_already_set": sum(1 for row in orphans if not _defaults_patch(row))}
 
     def process(self, rows: Sequence[tuple]) -> BatchResult:
-        documents = [{"id": row[0], **patch} for row in rows if row[3] and (patch := _defaults_patch(row))]
+        documents = EncodedDocuments.from_dicts(
+            {"id": row[0], **patch} for row in rows if row[3] and (patch := _defaults_patch(row))
+        )
         return _read_results(self.ctx.sink.import_documents(documents, "update"), updated="index_only_defaulted")
 
     def finish(self) -> None:
@@ -266,27 +279,15 @@ def _count(ctx: JobContext, table: sql.Composable) -> int:
         return int(cur.fetchone()[0])
 
 
-def _read_results(results: list[ImportResult], updated: str) -> BatchResult:
-    """Read every import result line: 404 means the document is not in the index (counted);
-    any other failure is returned with its id and error, for the engine to record."""
-    counters = {updated: 0, "missing_in_index": 0}
-    failures = []
-    for result in results:
-        if result.success:
-            counters[updated] += 1
-        elif result.code == 404:
-            counters["missing_in_index"] += 1
-        else:
-            failures.append(Failure(key=result.id, error=result.error or "unknown error", code=result.code))
-    return BatchResult(counters, failures)
+def _read_results(report: ImportReport, updated: str) -> BatchResult:
+    """404 means the document is not in the index (counted); any other refusal is returned
+    with its id and error, for the engine to record."""
+    missing = sum(1 for f in report.failed if f.code == 404)
+    failures = [Failure(key=f.id, error=f.error, code=f.code) for f in report.failed if f.code != 404]
+    return BatchResult({updated: report.succeeded, "missing_in_index": missing}, failures)
 
 
 def _defaults_patch(row: tuple) -> dict[str, int]:
     """The fields an index-only document lacks, each set to 0 (values it has are kept)."""
     _, created_at, deleted_at, _ = row
     return {name: 0 for name, value in zip(NEW_FIELDS, (created_at, deleted_at)) if value is None}
-
-
-def _unix_seconds(epoch: Decimal | float | None) -> int:
-    """Whole seconds, truncated as int(datetime.timestamp()) would; NULL becomes 0."""
-    return 0 if epoch is None else int(epoch)
