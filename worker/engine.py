@@ -115,16 +115,17 @@ class Engine:
         remaining = phases[names.index(cp.phase):]
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="early-prepare") as early:
             try:
-                prepared: Future | None = None
-                for phase, following in zip(remaining, [*remaining[1:], None]):
+                # Phases after the current one have not started: their prepares are fresh ones.
+                ahead = {
+                    p.name: early.submit(self._call, lambda p=p: p.prepare(False), f"{p.name}: prepare (early)")
+                    for p in remaining[1:]
+                    if isinstance(p, KeysetPhase) and p.prepare_early
+                }
+                for phase in remaining:
                     if cp.phase != phase.name:
                         cp.enter_phase(phase.name)
                         self._save(cp)
-                    ahead = None
-                    if isinstance(following, KeysetPhase) and following.prepare_early:
-                        ahead = early.submit(self._call, lambda p=following: p.prepare(False), f"{following.name}: prepare (early)")
-                    self._run_phase(phase, cp, prepared)
-                    prepared = ahead
+                    self._run_phase(phase, cp, ahead.get(phase.name))
             except BaseException:
                 self.stop.request(self.stop.reason or "error")  # ends an early prepare still running
                 raise

@@ -80,8 +80,9 @@ class KeysetPhase(Phase):
     batch_size: int = 1000
     #: The counter the engine adds each batch's row count to (rows walked, failed or not).
     scanned_counter: str | None = None
-    #: True when a fresh `prepare` may run in the background while the phase before runs, because
-    #: nothing that phase writes changes what `prepare` reads (say, loading a scratch table).
+    #: True when a fresh `prepare` may run in the background from the job's start, alongside the
+    #: phases before this one, because nothing they write changes what `prepare` reads (say,
+    #: loading a scratch table).
     prepare_early: bool = False
     #: Errors caused by some rows of a batch: the engine splits the batch to isolate those rows,
     #: writes the rest and records each bad row as a failure.

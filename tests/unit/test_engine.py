@@ -1,5 +1,6 @@
 """The engine's ordering and resumption, with an in-memory job and checkpoint store."""
 
+import threading
 from typing import Sequence
 
 import psycopg
@@ -194,3 +195,46 @@ def test_rows_a_destination_refuses_are_isolated_recorded_and_retried():
 def test_a_batch_in_which_every_row_fails_stops_the_job():
     with pytest.raises(SystemicBatchError, match="all 10 rows"):
         run(MemoryCheckpointStore(), refused=set(ROWS))
+
+
+class EarlyNumbers(Numbers):
+    prepare_early = True
+
+    def prepare(self, resuming: bool) -> None:
+        self.job.prepares.append(resuming)
+        self.job.prepared.set()
+
+
+class WaitForPrepare(Step):
+    """A phase two phases before the one with the early prepare."""
+
+    name = "wait_for_prepare"
+
+    def __init__(self, job: "EarlyPrepareJob"):
+        self.job = job
+
+    def run(self) -> Counters:
+        self.job.prepared_during_first_phase = self.job.prepared.wait(timeout=3)
+        return {}
+
+
+class EarlyPrepareJob(NumbersJob):
+    def __init__(self, stop: StopFlag):
+        super().__init__(stop)
+        self.prepares: list[bool] = []
+        self.prepared = threading.Event()
+        self.prepared_during_first_phase = False
+
+    def phases(self):
+        return (WaitForPrepare(self), Setup(self), EarlyNumbers(self))
+
+
+def test_an_early_prepare_starts_with_the_job_and_runs_once():
+    stop = StopFlag()
+    job = EarlyPrepareJob(stop)
+    policy = RetryPolicy(timeout_seconds=10, max_attempts=3, max_wait_seconds=0, initial_wait_seconds=0)
+    cp = Engine(job, MemoryCheckpointStore(), MemoryFailureStore(), stop, policy, EngineOptions(owner="me")).run()
+    assert cp.status is Status.COMPLETED
+    assert job.prepared_during_first_phase, "the prepare should start with the job, not one phase before"
+    assert job.prepares == [False]
+    assert sorted(job.processed) == ROWS

@@ -185,8 +185,9 @@ class BackfillProducts(KeysetPhase):
 class DefaultIndexOnly(KeysetPhase):
     name = "index_only"
     scanned_counter = "index_docs_scanned"
-    # The products phase never writes an index-only document, so the scratch table can be
-    # loaded from the index while that phase runs (values of product documents go unused).
+    # The phases before never write an index-only document (ensure_schema adds fields to the
+    # schema; products writes product documents, whose exported values go unused), so the
+    # scratch table is loaded from the index from the job's start, alongside them.
     prepare_early = True
 
     def __init__(self, ctx: JobContext, products: ProductsTable):
