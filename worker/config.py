@@ -62,7 +62,7 @@ class Settings:
     scratch_table: TableName = TableName("public", "backfill_index_ids")
     batch_size: int = 1000
     batch_size_min: int = 100
-    batch_size_max: int = 10_000
+    batch_size_max: int = 30_000
     batch_target_seconds: float = 1.0
     pipeline_depth: int = 2
     typesense_page_size: int = 250

@@ -43,7 +43,7 @@ class PipelineOptions:
     depth: int = 2
     sleep_between_batches: float = 0.0
     batch_size_min: int = 100
-    batch_size_max: int = 10_000
+    batch_size_max: int = 30_000
     batch_target_seconds: float = 1.0
 
 
