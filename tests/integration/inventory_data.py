@@ -85,6 +85,9 @@ def make_dataset(n: int, key_type: str = "int", index_has_fields: bool = False) 
     orphans = [str(_key(key_type, n + 1000 + j)) for j in range(6)]
     if key_type == "int":
         orphans += ["orphan-a", "orphan-b"]  # ids no integer key could have
+        orphans.append(f"0{_key(key_type, 5)}")  # "05" is not product 5's document (its id is "5")
+    if key_type == "uuid":
+        orphans.append(str(_key(key_type, 5)).upper())  # product 5's document has the lower-case id
     for j, doc_id in enumerate(orphans):
         doc: dict[str, Any] = {"id": doc_id, "name": f"orphan {j}"}
         if index_has_fields and j < 2:

@@ -9,6 +9,11 @@ import time
 import pymongo
 import pytest
 
+from worker.config import load_settings
+from worker.jobs.inventory_fields import DefaultIndexOnly, InventoryFieldsJob
+from worker.resources import Resources
+from worker.stop import StopFlag
+
 from tests.integration.inventory_data import (
     checkpoint,
     pg_connect,
@@ -266,3 +271,19 @@ def test_sigterm_while_the_scratch_table_loads_stops_cleanly(worker_env, tmp_pat
     assert run_worker(worker_env).returncode == 0
     assert_backfilled(worker_env, data)
     assert checkpoint(worker_env)["counters"] == data.expected_counters()
+
+
+def test_index_only_rows_read_back_for_a_retry_are_flagged_as_the_walk_flags_them(worker_env):
+    """`retry` re-reads failed index_only documents from the index (the scratch table is gone by
+    then) and must tell product documents from index-only ones by the same rule as the walk."""
+    data = make_dataset(60, "int")
+    load(worker_env, data)
+    with Resources.open(load_settings(worker_env)) as resources:
+        phases = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
+        index_only = next(p for p in phases if isinstance(p, DefaultIndexOnly))
+        asked = [*data.index_only_ids, "5", "no-such-document"]
+        rows = index_only.fetch_keys(asked)
+
+    assert [row[0] for row in rows] == sorted(set(asked) - {"no-such-document"})
+    assert {row[0]: row[3] for row in rows} == {i: i != "5" for i in asked if i != "no-such-document"}
+    assert "05" in data.index_only_ids
