@@ -92,14 +92,12 @@ class ProductsTable:
         except ValueError as error:
             raise SchemaMismatch(f"{table}.id: {error}") from None
 
-
     def existing_keys(self, doc_ids: Sequence[str]) -> set[str]:
         """Which document ids have a product row."""
         kind = self.key_kind
         keys = [k for k in (kind.parse_document_id(i) for i in doc_ids) if k is not None]
-        with self.ctx.pg.connection().cursor() as cur:
-            cur.execute(sql.SQL("SELECT id FROM {} WHERE id = ANY(%s)").format(self.identifier), (keys,))
-            return {str(k) for (k,) in cur.fetchall()}
+        rows = KeysetQuery(self.identifier, "id", ()).by_keys(self.ctx.pg.connection(), keys)
+        return {str(k) for (k,) in rows}
 
 
 class EnsureSchema(Step):
