@@ -154,6 +154,12 @@ def index_documents(env: dict[str, str]) -> dict[str, dict[str, Any]]:
     return {d["id"]: d for d in index_for(env).export_documents()}
 
 
+def assert_backfilled(env: dict[str, str], data: Dataset) -> None:
+    """Both stores hold exactly what a correct backfill of `data` leaves."""
+    assert pg_rows(env) == data.expected_rows()
+    assert index_documents(env) == data.expected_documents()
+
+
 def checkpoint(env: dict[str, str]) -> dict[str, Any] | None:
     with pymongo.MongoClient(env["MONGO_URI"], serverSelectionTimeoutMS=5000) as client:
         return client[env["MONGO_DB_NAME"]]["inventory_backfill_checkpoint"].find_one({"_id": "backfill_inventory_fields"})

@@ -6,6 +6,7 @@ import pytest
 from psycopg import sql
 
 from tests.integration.inventory_data import (
+    assert_backfilled,
     checkpoint,
     events,
     index_documents,
@@ -89,8 +90,7 @@ def test_table_names_are_quoted_identifiers(worker_env):
     done = run_worker(worker_env)
 
     assert done.returncode == 0, done.stderr
-    assert pg_rows(worker_env) == data.expected_rows()
-    assert index_documents(worker_env) == data.expected_documents()
+    assert_backfilled(worker_env, data)
 
 
 def closed_port() -> str:

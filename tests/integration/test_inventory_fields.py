@@ -15,6 +15,7 @@ from worker.resources import Resources
 from worker.stop import StopFlag
 
 from tests.integration.inventory_data import (
+    assert_backfilled,
     checkpoint,
     pg_connect,
     events,
@@ -27,11 +28,6 @@ from tests.integration.inventory_data import (
     start_worker,
     wait_for,
 )
-
-
-def assert_backfilled(env, data):
-    assert pg_rows(env) == data.expected_rows()
-    assert index_documents(env) == data.expected_documents()
 
 
 @pytest.mark.parametrize("key_type", ["int", "uuid", "text"])

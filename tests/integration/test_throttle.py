@@ -5,13 +5,12 @@ from __future__ import annotations
 import threading
 
 from tests.integration.inventory_data import (
+    assert_backfilled,
     checkpoint,
     events,
-    index_documents,
     load,
     make_dataset,
     pg_connect,
-    pg_rows,
     start_worker,
     wait_for,
 )
@@ -43,5 +42,4 @@ def test_pauses_while_postgres_is_busy_and_logs_why(worker_env, tmp_path):
     lifted = next(e for e in logged if e["event"] == "throttle lifted")
     assert lifted["paused_s"] >= 1
     assert paused_at == 0, "no batch runs while the server is busy"
-    assert pg_rows(worker_env) == data.expected_rows()
-    assert index_documents(worker_env) == data.expected_documents()
+    assert_backfilled(worker_env, data)
