@@ -304,6 +304,13 @@ def describe_source(src: Path) -> str:
 # report
 
 
+def _with_rest(runs: list[dict[str, Any]], phase_prefix: str) -> list[dict[str, Any]]:
+    """Each run's "rest": its wall time not covered by the phases timed under `phase_prefix`."""
+    for r in runs:
+        r["rest"] = r["wall"] - sum(v for k, v in r.items() if k.startswith(phase_prefix))
+    return runs
+
+
 def median_of(runs: list[dict[str, Any]], key: str) -> float | None:
     values = [r[key] for r in runs if isinstance(r.get(key), (int, float))]
     return statistics.median(values) if values else None
@@ -340,9 +347,7 @@ def report(results: dict[str, list[dict[str, Any]]], rows: int, summary: DemoSum
         row("  products phase (engine rows_per_s)", med["worker_products"])
         row("  index_only phase (log span, incl. scratch)", median_of(w, "span:index_only"),
             count=summary.documents, unit="*")
-        for r in w:
-            r["rest"] = r["wall"] - sum(v for k, v in r.items() if k.startswith("span:"))
-        row("  rest: start-up, preflight, lease, exit", median_of(w, "rest"), count=0)
+        row("  rest: start-up, preflight, lease, exit", median_of(_with_rest(w, "span:"), "rest"), count=0)
     b = results.get("baseline")
     if b:
         med["baseline"] = median_of(b, "wall")
@@ -351,9 +356,7 @@ def report(results: dict[str, list[dict[str, Any]]], rows: int, summary: DemoSum
         row("  schema", median_of(b, "phase:schema"))
         row("  products loop", med["baseline_products"])
         row("  index_only loop (export pages of 250)", median_of(b, "phase:index_only"), count=summary.documents, unit="*")
-        for r in b:
-            r["rest"] = r["wall"] - sum(v for k, v in r.items() if k.startswith("phase:"))
-        row("  rest: start-up, connect, exit", median_of(b, "rest"), count=0)
+        row("  rest: start-up, connect, exit", median_of(_with_rest(b, "phase:"), "rest"), count=0)
     lim = results.get("limit")
     if lim:
         for r in lim:  # derived per run, then the median of each
