@@ -29,7 +29,7 @@ import typesense
 from psycopg import sql
 from pymongo import MongoClient
 
-from bench.common import NEW_FIELDS, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
+from bench.common import NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
 
 BATCH = 1000
 PAGE = 250
@@ -65,12 +65,7 @@ def main() -> int:
 
     def count_results(results: list[dict], updated: str) -> None:
         for r in results:
-            if r.get("success"):
-                counters[updated] += 1
-            elif r.get("code") == 404:
-                counters["missing_in_index"] += 1
-            else:
-                counters["failures"] += 1
+            count_import_result(counters, r, updated)
 
     # 1. schema
     started = time.monotonic()

@@ -44,6 +44,16 @@ def typesense_headers(settings: Settings) -> dict[str, str]:
     return {"X-TYPESENSE-API-KEY": settings.typesense_api_key}
 
 
+def count_import_result(counters: dict[str, int], result: dict[str, Any], updated: str) -> None:
+    """Add one import result line to `counters`: `updated`, `missing_in_index` (404) or `failures`."""
+    if result.get("success"):
+        counters[updated] += 1
+    elif result.get("code") == 404:
+        counters["missing_in_index"] += 1
+    else:
+        counters["failures"] += 1
+
+
 def emit_result(result: dict[str, Any]) -> None:
     """The contender's own measurements, for the harness to parse."""
     sys.stdout.write(RESULT_PREFIX + json.dumps(result, default=str) + "\n")

@@ -32,7 +32,7 @@ from typing import Iterator
 import httpx
 from psycopg import sql
 
-from bench.common import NEW_FIELDS, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
+from bench.common import NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
 
 CHUNK_BYTES = 256 * 1024  # body chunks sent to Typesense
 
@@ -155,13 +155,7 @@ def _import(http: httpx.Client, url: str, body: Iterator[bytes], updated: str) -
             if line == '{"success":true}':
                 counts[updated] += 1
                 continue
-            result = json.loads(line)
-            if result.get("success"):
-                counts[updated] += 1
-            elif result.get("code") == 404:
-                counts["missing_in_index"] += 1
-            else:
-                counts["failures"] += 1
+            count_import_result(counts, json.loads(line), updated)
     return counts
 
 
