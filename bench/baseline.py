@@ -29,7 +29,7 @@ import typesense
 from psycopg import sql
 from pymongo import MongoClient
 
-from bench.common import NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
+from bench.common import EXPORT_PARAMS, NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
 
 BATCH = 1000
 PAGE = 250
@@ -130,9 +130,8 @@ def main() -> int:
         checkpoint("index_only", page[-1]["id"])
 
     url = f"{typesense_base(s)}/collections/{s.typesense_collection}/documents/export"
-    params = {"include_fields": "id,created_at,deleted_at"}
     page: list[dict] = []
-    with httpx.stream("GET", url, params=params, headers=typesense_headers(s),
+    with httpx.stream("GET", url, params=EXPORT_PARAMS, headers=typesense_headers(s),
                       timeout=s.typesense_timeout_seconds) as response:
         response.raise_for_status()
         for line in response.iter_lines():

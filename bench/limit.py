@@ -32,7 +32,7 @@ from typing import Iterator
 import httpx
 from psycopg import sql
 
-from bench.common import NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
+from bench.common import EXPORT_PARAMS, NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
 
 CHUNK_BYTES = 256 * 1024  # body chunks sent to Typesense
 
@@ -103,7 +103,7 @@ def main() -> int:
         with conn.cursor() as cur, cur.copy(
             "COPY bench_limit_ids (doc_id, key, created_at, deleted_at) FROM STDIN"
         ) as copy, http.stream("GET", f"{base}/collections/{coll}/documents/export",
-                               params={"include_fields": "id,created_at,deleted_at"}) as response:
+                               params=EXPORT_PARAMS) as response:
             response.raise_for_status()
             scanned = 0
             for line in response.iter_lines():

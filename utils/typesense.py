@@ -35,6 +35,10 @@ ObjectNotFound = ts_errors.ObjectNotFound
 # of the worker's CPU per imported document.
 _encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 _SUCCESS_LINE = '{"success":true}'
+#: Documents per chunk of an export stream (the server's `batch_size`, in every version since
+#: 0.24.0; older servers ignore it). The default of 100 makes an export latency-bound: 1M
+#: documents took 12.3 s and 1.9-2.7 Typesense CPU s; in chunks of 5,000, 1.2 s and 1.0 CPU s.
+EXPORT_BATCH_DOCUMENTS = 5000
 Unauthorized = (ts_errors.RequestUnauthorized, ts_errors.RequestForbidden)
 
 
@@ -174,7 +178,9 @@ class TypesenseIndex:
         return self._export("iter_bytes", include_fields, None)
 
     def _export(self, iterate: str, include_fields: str | None, filter_by: str | None) -> Iterator[Any]:
-        params = {"include_fields": include_fields} if include_fields else {}
+        params = {"batch_size": str(EXPORT_BATCH_DOCUMENTS)}
+        if include_fields:
+            params["include_fields"] = include_fields
         if filter_by:
             params["filter_by"] = filter_by
         with self._http.stream("GET", f"/collections/{self.collection}/documents/export", params=params) as response:
