@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import random
 import signal
+import threading
 import time
 
 import pymongo
 import pytest
 
 from worker.config import load_settings
-from worker.jobs.inventory_fields import DefaultIndexOnly, InventoryFieldsJob
+from worker.jobs.inventory_fields import DefaultIndexOnly, EnsureSchema, InventoryFieldsJob
 from worker.resources import Resources
-from worker.stop import StopFlag
+from worker.stop import StopFlag, StopRequested
 
 from tests.integration.inventory_data import (
     assert_backfilled,
@@ -245,22 +246,19 @@ def test_a_document_the_index_rejects_is_recorded_not_dropped(worker_env):
     assert failures[0]["code"] == 400 and "id" in failures[0]["error"]
 
 
-def test_sigterm_while_the_scratch_table_loads_stops_cleanly(worker_env, tmp_path):
-    """The index_only phase loads its scratch table while the products phase runs; a stop then
-    ends both: the load is rolled back and redone on the next start."""
+def test_a_stop_while_the_scratch_table_loads_rolls_the_load_back(worker_env):
+    """The index_only phase loads its scratch table from the job's start, alongside the phases
+    before it; a stop then ends the load part way: none of it is kept, the next start redoes it.
+    (In-process: the load of 60k documents now takes a fraction of a second, too short a window
+    to land a signal in from outside.)"""
     data = make_dataset(60_000)
     load(worker_env, data)
-    log = tmp_path / "w.log"
-    proc = start_worker(worker_env, log_path=log)
-    wait_for(lambda: '"phase": "products", "last_id"' in log.read_text(), 120, interval=0.01, what="products phase start")
-
-    assert kill(proc, signal.SIGTERM) == 0
-
-    logged = events(log.read_text())
-    assert any(e["event"] == "stopped cleanly" for e in logged)
-    assert not any(e["event"].startswith("forced exit") for e in logged)
-    cp = checkpoint(worker_env)
-    assert (cp["status"], cp["phase"]) == ("interrupted", "products")
+    stop = StopFlag()
+    with Resources.open(load_settings(worker_env)) as resources:
+        index_only = InventoryFieldsJob(resources.job_context(stop)).phases()[2]
+        stop.request("SIGTERM")
+        with pytest.raises(StopRequested):  # only the loop over the export's chunks looks at the flag
+            index_only.prepare(False)
     with pg_connect(worker_env) as conn:
         left = conn.execute("SELECT to_regclass(%s)", (worker_env["SCRATCH_TABLE"],)).fetchone()[0]
     assert left is None, "the load was stopped part way and rolled back"
@@ -283,3 +281,34 @@ def test_index_only_rows_read_back_for_a_retry_are_flagged_as_the_walk_flags_the
     assert [row[0] for row in rows] == sorted(set(asked) - {"no-such-document"})
     assert {row[0]: row[3] for row in rows} == {i: i != "5" for i in asked if i != "no-such-document"}
     assert "05" in data.index_only_ids
+
+
+def test_ensure_schema_changes_the_index_once_the_early_export_streams(worker_env):
+    """Typesense holds an export back until a schema change has finished: the schema change waits
+    for the index_only phase's early export to stream first, so that export reads alongside it."""
+    data = make_dataset(60, "int")
+    load(worker_env, data)
+    with Resources.open(load_settings(worker_env)) as resources:
+        ensure, _, index_only = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
+        altering = threading.Thread(target=ensure.run)
+        altering.start()
+        altering.join(1.0)
+        assert altering.is_alive(), "the schema change went ahead of the export"
+        assert len(ensure.missing_fields()) == 2
+
+        index_only.prepare(False)
+        altering.join(10.0)
+        assert not altering.is_alive()
+        assert ensure.missing_fields() == []
+        assert index_only.count() == len(data.documents)
+
+
+def test_ensure_schema_waits_for_an_export_that_never_starts_only_so_long(worker_env, monkeypatch):
+    monkeypatch.setattr(EnsureSchema, "export_wait_seconds", 0.5)
+    load(worker_env, make_dataset(10, "int"))
+    with Resources.open(load_settings(worker_env)) as resources:
+        ensure = InventoryFieldsJob(resources.job_context(StopFlag())).phases()[0]
+        started = time.monotonic()
+        ensure.run()
+        assert time.monotonic() - started >= 0.5
+        assert ensure.missing_fields() == []

@@ -15,6 +15,8 @@ Phases:
 
 from __future__ import annotations
 
+import itertools
+import threading
 from typing import Any, Sequence
 
 from psycopg import sql
@@ -49,10 +51,11 @@ class InventoryFieldsJob(Job):
 
     def phases(self) -> Sequence[Phase]:
         products = ProductsTable(self.ctx)
+        export_started = threading.Event()
         return (
-            EnsureSchema(self.ctx),
+            EnsureSchema(self.ctx, export_started),
             BackfillProducts(self.ctx, products),
-            DefaultIndexOnly(self.ctx, products),
+            DefaultIndexOnly(self.ctx, products, export_started),
         )
 
     def check(self) -> None:
@@ -101,10 +104,17 @@ class ProductsTable:
 
 
 class EnsureSchema(Step):
-    name = "ensure_schema"
+    """Typesense holds an export back until a schema change has finished (about 2 s per million
+    documents), while a change sent once an export is streaming runs alongside it. So, given the
+    index_only phase's `export_started`, the change waits (up to `export_wait_seconds`) for that
+    early export to stream first: it then reads the index while the schema changes, instead of
+    after, when it would compete with the products phase for the servers' CPU."""
 
-    def __init__(self, ctx: JobContext):
-        self.ctx = ctx
+    name = "ensure_schema"
+    export_wait_seconds = 10.0
+
+    def __init__(self, ctx: JobContext, export_started: threading.Event | None = None):
+        self.ctx, self.export_started = ctx, export_started
 
     def missing_fields(self) -> list[dict[str, Any]]:
         try:
@@ -129,8 +139,15 @@ class EnsureSchema(Step):
     def run(self) -> Counters:
         missing = self.missing_fields()
         if missing:
+            self._let_the_export_start()
             self.ctx.sink.add_index_fields(missing)
         return {}
+
+    def _let_the_export_start(self) -> None:
+        if self.export_started is not None:
+            # A stop ends the early prepare, which sets the event: no wait outlasts a stop.
+            self.export_started.wait(self.export_wait_seconds)
+            self.ctx.stop.sleep(0)
 
 
 class BackfillProducts(KeysetPhase):
@@ -188,8 +205,10 @@ class DefaultIndexOnly(KeysetPhase):
     # scratch table is loaded from the index from the job's start, alongside them.
     prepare_early = True
 
-    def __init__(self, ctx: JobContext, products: ProductsTable):
+    def __init__(self, ctx: JobContext, products: ProductsTable, export_started: threading.Event | None = None):
         self.ctx, self.products = ctx, products
+        #: Set once the export streams, or once `prepare` ends without one (see EnsureSchema).
+        self.export_started = export_started or threading.Event()
         self.batch_size = ctx.settings.typesense_page_size
         scratch = ctx.settings.scratch_table
         # A dry run may not create tables, but a session's temporary table is no write to data.
@@ -204,9 +223,12 @@ class DefaultIndexOnly(KeysetPhase):
         return KeyKind.TEXT
 
     def prepare(self, resuming: bool) -> None:
-        if resuming and self._scratch_exists():
-            return
-        self._build_scratch()
+        try:
+            if resuming and self._scratch_exists():
+                return
+            self._build_scratch()
+        finally:
+            self.export_started.set()
 
     def _scratch_exists(self) -> bool:
         with self.ctx.pg.connection().cursor() as cur:
@@ -224,7 +246,10 @@ class DefaultIndexOnly(KeysetPhase):
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.scratch))
             cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (doc jsonb) ON COMMIT DROP").format(lines))
             with cur.copy(_COPY_JSON_LINES.format(lines)) as copy:
-                for chunk in self.ctx.index.export_lines(",".join(("id", *NEW_FIELDS))):
+                export = self.ctx.index.export_lines(",".join(("id", *NEW_FIELDS)))
+                first = next(export, b"")
+                self.export_started.set()
+                for chunk in itertools.chain((first,), export):
                     self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
                     copy.write(chunk)
             doc_id = sql.SQL("d.doc_id")
