@@ -72,10 +72,15 @@ class KeyKind(enum.Enum):
         if self is KeyKind.TEXT:
             return doc_id
         if self is KeyKind.INTEGER:
+            # No regular expression: it was two thirds of this expression's cost (0.36 of 0.47 s
+            # per million ids). At most 19 ASCII digits after an optional '-' (so the casts cannot
+            # fail), within int64, and written as the bigint writes itself (no '007', no '-0').
+            digits = sql.SQL("CASE WHEN left({d}, 1) = '-' THEN substr({d}, 2) ELSE {d} END").format(d=doc_id)
             return sql.SQL(
-                "CASE WHEN {d} ~ {pattern} THEN CASE WHEN {d}::numeric BETWEEN {low} AND {high}"
-                " THEN {d}::bigint END END"
-            ).format(d=doc_id, pattern=sql.Literal(f"^({_INT_TEXT})$"), low=sql.Literal(_INT64[0]), high=sql.Literal(_INT64[1]))
+                "CASE WHEN {digits} <> '' AND length({digits}) <= 19 AND ltrim({digits}, '0123456789') = ''"
+                " THEN CASE WHEN {d}::numeric BETWEEN {low} AND {high}"
+                " THEN CASE WHEN {d}::bigint::text = {d} THEN {d}::bigint END END END"
+            ).format(digits=digits, d=doc_id, low=sql.Literal(_INT64[0]), high=sql.Literal(_INT64[1]))
         return sql.SQL("CASE WHEN {d} ~ {pattern} THEN {d}::uuid END").format(d=doc_id, pattern=sql.Literal(f"^{_UUID_TEXT}$"))
 
 

@@ -253,11 +253,13 @@ class DefaultIndexOnly(KeysetPhase):
                     self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
                     copy.write(chunk)
             doc_id = sql.SQL("d.doc_id")
+            # OFFSET 0 keeps the subquery whole: flattened, each use of doc_id in the key's
+            # expression would extract it from the jsonb again.
             cur.execute(
                 sql.SQL(
                     "CREATE {temp}TABLE {t} AS SELECT d.doc_id, {key} AS key, d.created_at, d.deleted_at FROM"
                     " (SELECT doc->>'id' AS doc_id, (doc->>'created_at')::bigint AS created_at,"
-                    " (doc->>'deleted_at')::bigint AS deleted_at FROM {lines} WHERE doc IS NOT NULL) d"
+                    " (doc->>'deleted_at')::bigint AS deleted_at FROM {lines} WHERE doc IS NOT NULL OFFSET 0) d"
                 ).format(temp=temporary, t=self.scratch, key=kind.document_key_sql(doc_id), lines=lines)
             )
             cur.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (doc_id)").format(self.scratch))
