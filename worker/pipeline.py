@@ -24,7 +24,7 @@ from worker.batches import BatchRunner
 from worker.checkpoint import Checkpoint, add_counters
 from worker.job import Counters, KeysetPhase, Row
 from worker.progress import PhaseProgress, format_duration
-from worker.sizing import BatchSizer
+from worker.sizing import BatchSizer, PipelineShare
 from worker.stop import StopFlag, StopRequested
 from worker.throttle import Throttler
 
@@ -118,6 +118,7 @@ class KeysetPipeline:
         o = self.options
         start = phase.batch_size  # the configured size is where adapting starts, within the bounds
         sizer = BatchSizer(start, min(o.batch_size_min, start), max(o.batch_size_max, start), o.batch_target_seconds)
+        share = PipelineShare()
         self.log.info("phase resumed" if resuming else "phase started", phase=phase.name, last_id=cp.last_id, total=cp.phase_total, redo_batches=len(redo))
         reader = _Reader(phase, phase.key_kind.decode(cp.last_id), redo, sizer, self.call)
         added: Counters = {}
@@ -144,14 +145,14 @@ class KeysetPipeline:
                         intent = self._begin(phase, cp, page, next_from)
                         next_from = intent["to_id"]
                         started_any = True
-                        in_flight.append((intent, pool.submit(self._timed, phase, page.rows, intent["pre"])))
+                        in_flight.append((intent, pool.submit(self._run_batch, phase, page.rows, intent["pre"])))
                     if not in_flight:
                         break
                     intent, future = in_flight.popleft()
-                    counters, seconds = future.result()
+                    counters, started = future.result()
                     self._commit(phase, cp, intent, counters, progress)
                     add_counters(added, counters)
-                    sizer.record(intent["rows"], seconds)
+                    sizer.record(intent["rows"], share.record(started, time.monotonic()))
                 if reading:
                     raise StopRequested(self.stop.reason or "stop")
             except BaseException:
@@ -165,10 +166,11 @@ class KeysetPipeline:
         self._log_phase_done(phase, cp, progress, added)
         return added
 
-    def _timed(self, phase: KeysetPhase, rows: Sequence[Row], pre: Counters) -> tuple[Counters, float]:
+    def _run_batch(self, phase: KeysetPhase, rows: Sequence[Row], pre: Counters) -> tuple[Counters, float]:
+        """The batch's counters, and when it started (for PipelineShare)."""
         started = time.monotonic()
         counters, _ = self.batches.run(phase, rows, dict(pre))
-        return counters, time.monotonic() - started
+        return counters, started
 
     def _begin(self, phase: KeysetPhase, cp: Checkpoint, page: _Page, from_id: Any) -> Intent:
         """The batch's intent: the interrupted batch's own when this page re-reads it unchanged,

@@ -1,4 +1,6 @@
-from worker.sizing import MAX_GROWTH, BatchSizer
+import pytest
+
+from worker.sizing import MAX_GROWTH, BatchSizer, PipelineShare
 
 
 def test_grows_toward_the_target_duration_but_no_faster_than_the_cap():
@@ -28,3 +30,17 @@ def test_start_outside_the_bounds_is_clamped_and_empty_batches_change_nothing():
     sizer = BatchSizer(start=50, minimum=100, maximum=200, target_seconds=1.0)
     assert sizer.size == 100
     assert sizer.record(0, 1.0) == 100
+
+
+def test_overlapping_batches_are_each_charged_only_their_share_of_the_pipelines_time():
+    share = PipelineShare()
+    assert share.record(started=0.0, committed=1.0) == 1.0  # the first batch: its own duration
+    # Two in flight: the next batch started at 0.1 but the pipeline was busy with the first until 1.0.
+    assert share.record(started=0.1, committed=1.5) == 0.5
+    assert share.record(started=1.2, committed=2.0) == 0.5
+
+
+def test_batches_one_after_another_are_charged_their_own_duration_not_the_pause_between():
+    share = PipelineShare()
+    assert share.record(started=0.0, committed=0.4) == 0.4
+    assert share.record(started=1.4, committed=1.8) == pytest.approx(0.4)  # a 1 s pause before it started
