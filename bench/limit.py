@@ -59,9 +59,9 @@ def main() -> int:
     phases["schema"] = time.monotonic() - started
 
     as_json = sql.SQL(
-        "COPY (SELECT json_build_object('id', id::text,"
-        " 'created_at', coalesce(trunc(extract(epoch FROM created_at))::bigint, 0),"
-        " 'deleted_at', coalesce(deleted_at, 0))::text FROM {}) TO STDOUT"
+        "COPY (SELECT concat('{{\"id\":', to_json(id::text),"
+        " ',\"created_at\":', coalesce(trunc(extract(epoch FROM created_at))::bigint, 0),"
+        " ',\"deleted_at\":', coalesce(deleted_at, 0), '}}') FROM {}) TO STDOUT"
     ).format(table)
 
     def body() -> Iterator[bytes]:

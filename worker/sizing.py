@@ -52,8 +52,8 @@ class PipelineShare:
     """How long each committed batch took of the pipeline's time: from its start, or from the
     commit before it when that came later. Batches overlap, so their own durations count the
     same seconds twice (a batch in a pipeline of two also waits for the other's import): sized by
-    those, batches settled at half the size the target asks for (1M rows: 22k instead of 30k, and
-    1 s more for the products phase). One batch at a time, or a pause between batches, gives
+    those, batches stay about half the size the target asks for (on 1M rows they lingered near
+    22k for 2 s below the 30k maximum). One batch at a time, or a pause between batches, gives
     each batch's own duration."""
 
     _last_commit: float | None = field(default=None, init=False)
