@@ -33,7 +33,8 @@ def in_products_phase(env, batches: int):
 
 
 def slow_run_env(worker_env):
-    worker_env.update(BATCH_SIZE="100", SLEEP_BETWEEN_BATCHES="0.05", RETRY_TIMEOUT_SECONDS="120", RETRY_MAX_WAIT_SECONDS="2")
+    # Batches held at 100 rows: the sizer would otherwise finish 3,000 rows in a few batches.
+    worker_env.update(BATCH_SIZE="100", BATCH_SIZE_MAX="100", SLEEP_BETWEEN_BATCHES="0.05", RETRY_TIMEOUT_SECONDS="120", RETRY_MAX_WAIT_SECONDS="2")
     return worker_env
 
 
