@@ -15,7 +15,6 @@ Phases:
 
 from __future__ import annotations
 
-import itertools
 import threading
 from typing import Any, Sequence
 
@@ -249,10 +248,8 @@ class DefaultIndexOnly(KeysetPhase):
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.scratch))
             cur.execute(sql.SQL("CREATE TEMPORARY TABLE {} (doc jsonb) ON COMMIT DROP").format(lines))
             with cur.copy(_COPY_JSON_LINES.format(lines)) as copy:
-                export = self.ctx.index.export_lines(",".join(("id", *NEW_FIELDS)))
-                first = next(export, b"")
-                self.export_started.set()
-                for chunk in itertools.chain((first,), export):
+                for chunk in self.ctx.index.export_lines(",".join(("id", *NEW_FIELDS))):
+                    self.export_started.set()  # streaming now: a schema change may go ahead
                     self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
                     copy.write(chunk)
             doc_id = sql.SQL("d.doc_id")
