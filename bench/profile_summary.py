@@ -5,8 +5,9 @@
 py-spy's raw format is one line per distinct stack: `thread (tid): name;frame;frame ... count`.
 "Self" is the innermost frame of each sample (where the thread was); "inclusive" counts a
 sample for every frame on its stack, and is shown for the project's own functions (worker/,
-utils/), which say which step of a batch the time belongs to. Samples waiting on a lock or a socket may still count
-(py-spy's idle detection is a heuristic), so compare threads' shares, not absolute CPU.
+utils/), which say which step of a batch the time belongs to. Samples waiting on a lock or a
+socket may still count (py-spy's idle detection is a heuristic), so compare threads' shares,
+not absolute CPU.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ from collections import Counter, defaultdict
 _THREAD = re.compile(r"^thread \(\d+\): ")
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?):\d+\)$")
 _NUMBERED = re.compile(r"_\d+$")
-
-
 _PROJECT = ("worker/", "jobs/", "utils/")
 
 
