@@ -44,18 +44,41 @@ Unauthorized = (ts_errors.RequestUnauthorized, ts_errors.RequestForbidden)
 
 @dataclass(frozen=True)
 class EncodedDocuments:
-    """Documents ready to send: one JSON object per line, and their ids (to name failures)."""
+    """Documents ready to send: the import's body, one JSON object per line. A document's id is
+    read from its own line, and only when the server refuses it (or for a dry run): no list of
+    ids is built per batch, and a refused document is named by what was sent."""
 
-    ids: Sequence[str]
-    lines: Sequence[str]
+    body: str
+    count: int
+
+    def __post_init__(self) -> None:
+        # JSON never holds a raw newline, so each line is one document: a mismatch is a bug.
+        lines = self.body.count("\n") + 1 if self.body else 0
+        if lines != self.count:
+            raise ValueError(f"an import body of {lines} lines said to hold {self.count} documents")
+
+    @classmethod
+    def from_lines(cls, lines: Sequence[str]) -> "EncodedDocuments":
+        return cls("\n".join(lines), len(lines))
 
     @classmethod
     def from_dicts(cls, documents: Iterable[dict[str, Any]]) -> "EncodedDocuments":
-        docs = list(documents)
-        return cls([str(d["id"]) for d in docs], [_encode(d) for d in docs])
+        return cls.from_lines([_encode(d) for d in documents])
 
     def __len__(self) -> int:
-        return len(self.lines)
+        return self.count
+
+    @property
+    def lines(self) -> list[str]:
+        return self.body.split("\n") if self.count else []
+
+    @property
+    def ids(self) -> list[str]:
+        return [_document_id(line) for line in self.lines]
+
+
+def _document_id(line: str) -> str:
+    return str(json.loads(line)["id"])
 
 
 @dataclass(frozen=True)
@@ -130,11 +153,10 @@ class TypesenseIndex:
 
     def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         """Send one bulk import; read every result line."""
-        if not documents.lines:
+        if not documents:
             return ImportReport(0, [])
-        body = "\n".join(documents.lines)
         with self._import_lock:
-            answer = self._documents.import_(body, {"action": action})
+            answer = self._documents.import_(documents.body, {"action": action})
         lines = answer.split("\n")
         if lines and not lines[-1].strip():
             lines.pop()
@@ -146,12 +168,14 @@ class TypesenseIndex:
         if succeeded == len(lines):
             return ImportReport(succeeded, [])
         failed = []
-        for doc_id, line in zip(documents.ids, lines):
+        for document, line in zip(documents.lines, lines):
             if line != _SUCCESS_LINE:
                 result = json.loads(line)
                 if result.get("success"):
                     continue
-                failed.append(ImportFailure(doc_id, result.get("code"), result.get("error") or "unknown error"))
+                failed.append(
+                    ImportFailure(_document_id(document), result.get("code"), result.get("error") or "unknown error")
+                )
         return ImportReport(len(lines) - len(failed), failed)
 
     def existing_ids(self, ids: list[str]) -> set[str]:

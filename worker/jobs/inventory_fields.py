@@ -187,7 +187,7 @@ class BackfillProducts(KeysetPhase):
         keys, deleted_ats, usable, lines = zip(*rows)
         if not all(usable):
             raise OverflowError(f"created_at of {keys[usable.index(False)]} is infinite: it has no unix time")
-        documents = EncodedDocuments(list(map(str, keys)), lines)
+        documents = EncodedDocuments.from_lines(lines)
         null_keys = [key for key, deleted_at in zip(keys, deleted_ats) if deleted_at is None]
         if null_keys:
             self.ctx.sink.execute(
