@@ -83,6 +83,14 @@ class KeyKind(enum.Enum):
             ).format(digits=digits, d=doc_id, low=sql.Literal(_INT64[0]), high=sql.Literal(_INT64[1]))
         return sql.SQL("CASE WHEN {d} ~ {pattern} THEN {d}::uuid END").format(d=doc_id, pattern=sql.Literal(f"^{_UUID_TEXT}$"))
 
+    def greatest_sql(self, key: sql.Composable) -> sql.Composable:
+        """The aggregate that gives the last key in `ORDER BY key` order. Postgres has no
+        max(uuid); a uuid's canonical text (lower-case hex) compared bytewise (COLLATE "C")
+        sorts as the uuid's own bytes do."""
+        if self is KeyKind.UUID:
+            return sql.SQL('max({}::text COLLATE "C")::uuid').format(key)
+        return sql.SQL("max({})").format(key)
+
 
 @dataclass(frozen=True)
 class KeysetQuery:
@@ -104,6 +112,16 @@ class KeysetQuery:
         )
         with conn.cursor() as cur:
             cur.execute(statement, (list(keys),))
+            return cur.fetchall()
+
+    def span(self, conn: psycopg.Connection, after: Key | None, last: Key) -> list[tuple]:
+        """Every row with `after` < key <= `last`: a page read again, with any row added since."""
+        lower = sql.SQL("{} > %s AND ").format(sql.Identifier(self.key)) if after is not None else sql.SQL("")
+        statement = sql.SQL("SELECT {cols} FROM {table} WHERE {lower}{key} <= %s ORDER BY {key}").format(
+            cols=self._columns(), table=self.table, lower=lower, key=sql.Identifier(self.key)
+        )
+        with conn.cursor() as cur:
+            cur.execute(statement, (last,) if after is None else (after, last))
             return cur.fetchall()
 
     def statement(self, has_lower_bound: bool) -> sql.Composed:

@@ -107,6 +107,11 @@ class KeysetPhase(Phase):
     def key_of(self, row: Row) -> Key:
         return row[0]
 
+    def last_key(self, rows: Sequence[Row]) -> Key:
+        """The key the next page starts after. A phase whose pages are not plain lists (say,
+        aggregated by the database) may know it without reading the last row."""
+        return self.key_of(rows[-1])
+
     def tally(self, rows: Sequence[Row]) -> Counters:
         """Counts of rows that need a change, read before any write. The engine
         saves them with the batch's intent, so a batch redone after a crash, which finds its own

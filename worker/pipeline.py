@@ -75,7 +75,7 @@ class _Reader(threading.Thread):
                     self._put(_Page(rows, redo))
                 if len(rows) < limit:
                     break
-                after = self.phase.key_of(rows[-1])
+                after = self.phase.last_key(rows)
             self._put(_END)
         except BaseException as error:  # handed to the main thread, which raises it
             self._put(error)
@@ -175,7 +175,7 @@ class KeysetPipeline:
     def _begin(self, phase: KeysetPhase, cp: Checkpoint, page: _Page, from_id: Any) -> Intent:
         """The batch's intent: the interrupted batch's own when this page re-reads it unchanged,
         else a new one, saved before any write."""
-        to_id = phase.key_kind.encode(phase.key_of(page.rows[-1]))
+        to_id = phase.key_kind.encode(phase.last_key(page.rows))
         redo = page.redo if page.redo is not None and any(page.redo is i for i in cp.intents) else None
         if redo is not None:
             if (redo["from_id"], redo["to_id"], redo["rows"]) == (from_id, to_id, len(page.rows)):
