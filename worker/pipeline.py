@@ -43,8 +43,8 @@ class PipelineOptions:
     depth: int = 2
     sleep_between_batches: float = 0.0
     batch_size_min: int = 100
-    batch_size_max: int = 30_000
-    batch_target_seconds: float = 1.0
+    batch_size_max: int = 100_000
+    batch_target_seconds: float = 2.0
 
 
 @dataclass
