@@ -103,6 +103,41 @@ class CpuMeter:
         return snap
 
 
+def pin_servers(services: Any) -> str:
+    """Typesense on the first half of the CPUs; Postgres, the MongoDB stand-in, this harness and
+    the contenders it starts on the other half: as if the search index ran on its own machine,
+    so that a contender's Postgres work cannot take CPU from Typesense's import."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin-servers needs at least 2 CPUs")
+    search, rest = set(cpus[: len(cpus) // 2]), set(cpus[len(cpus) // 2:])
+    for server, allowed in ((services.typesense, search), (services.postgres, rest), (services.mongo, rest)):
+        proc = getattr(server, "proc", None)
+        if getattr(server, "external", False) or proc is None:
+            raise SystemExit("--pin-servers needs the local servers (--servers local)")
+        _pin_process_tree(proc.pid, allowed)
+    os.sched_setaffinity(0, rest)  # inherited by every process started from here on
+    return f"Typesense on CPU {sorted(search)}, the rest on CPU {sorted(rest)}"
+
+
+def _pin_process_tree(root: int, cpus: set[int]) -> None:
+    """Every thread of `root` and of its children (a Postgres server's backends and helpers);
+    processes and threads they start later inherit the setting."""
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                data = f.read()
+            parent = int(data[data.rindex(")") + 2:].split()[1])
+            if int(entry.name) != root and parent != root:
+                continue
+            for task in os.scandir(f"/proc/{entry.name}/task"):
+                os.sched_setaffinity(int(task.name), cpus)
+        except (OSError, ValueError):  # gone meanwhile
+            continue
+
+
 def _cpu_count_in_proc_stat() -> int:
     try:
         with open("/proc/stat") as f:
@@ -379,7 +414,8 @@ def report(results: dict[str, list[dict[str, Any]]], rows: int, summary: DemoSum
 
     print()
     print(f"machine: nproc={os.cpu_count()}, {platform.machine()}, Python {platform.python_version()},"
-          f" loadavg at end {' '.join(open('/proc/loadavg').read().split()[:3])}")
+          f" loadavg at end {' '.join(open('/proc/loadavg').read().split()[:3])}"
+          + (f"; pinned: {args.pinned}" if args.pin_servers else ""))
     print(f"data: N={rows:,} products ({summary.null_deleted_at:,} deleted_at NULL, {summary.deleted:,} deleted,"
           f" {summary.null_created_at:,} created_at NULL, {summary.missing_in_index:,} missing from the index);"
           f" {summary.documents:,} documents ({summary.index_only:,} index-only); seed {args.seed};"
@@ -441,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
                         " contenders run (e.g. a `git archive` of another commit); default this repo")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the worker only (repeatable), e.g. BATCH_SIZE_MAX=20000")
+    parser.add_argument("--pin-servers", action="store_true", help="Typesense on half of the CPUs, Postgres,"
+                        " MongoDB and the contenders on the other half (as if on separate machines)")
     parser.add_argument("--py-spy", metavar="PATH", help="profile the worker runs with this py-spy binary"
                         " (collapsed stacks per thread in <out>/worker-K/profile.txt; slows the worker)")
     args = parser.parse_args(argv)
@@ -469,6 +507,9 @@ def main(argv: list[str] | None = None) -> int:
     services = start_services(args.servers)
     try:
         print(f"bench: servers up in {time.monotonic() - started:.1f}s", flush=True)
+        if args.pin_servers:
+            args.pinned = pin_servers(services)
+            print(f"bench: pinned: {args.pinned}", flush=True)
         env = services.env()
         env.update(TYPESENSE_COLLECTION=COLLECTION, PRODUCTS_TABLE=PRODUCTS_TABLE, SCRATCH_TABLE=SCRATCH_TABLE)
         settings = load_settings(env)
