@@ -102,7 +102,7 @@ class KeysetQuery:
 
     def page(self, conn: psycopg.Connection, after: Key | None, limit: int) -> list[tuple]:
         with conn.cursor() as cur:
-            cur.execute(self.statement(after is not None), _params(after, limit))
+            cur.execute(self.statement(after is not None), self.params(after, limit))
             return cur.fetchall()
 
     def by_keys(self, conn: psycopg.Connection, keys: Sequence[Key]) -> list[tuple]:
@@ -133,11 +133,12 @@ class KeysetQuery:
             key=sql.Identifier(self.key),
         )
 
+    @staticmethod
+    def params(after: Key | None, limit: int) -> tuple:
+        """The parameters of `statement(after is not None)`, for statements built around it."""
+        return (limit,) if after is None else (after, limit)
+
     def _columns(self) -> sql.Composed:
         return sql.SQL(", ").join(
             sql.Identifier(c) if isinstance(c, str) else c for c in (self.key, *self.columns)
         )
-
-
-def _params(after: Key | None, limit: int) -> tuple:
-    return (limit,) if after is None else (after, limit)

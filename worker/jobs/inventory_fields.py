@@ -186,7 +186,7 @@ class BackfillProducts(KeysetPhase):
             last_key=self.key_kind.greatest_sql(sql.Identifier("id")), page=self.query.statement(after is not None)
         )
         with self.ctx.pg.connection().cursor() as cur:
-            cur.execute(statement, (limit,) if after is None else (after, limit))
+            cur.execute(statement, self.query.params(after, limit))
             size, last_key, null_count, null_keys, unusable_key, body = cur.fetchone()
         return ProductsPage(
             size, last_key, null_count, null_keys, unusable_key, EncodedDocuments(body or "", size),
@@ -336,7 +336,7 @@ class DefaultIndexOnly(KeysetPhase):
             " ORDER BY s.doc_id"
         ).format(page=self.query.statement(after is not None), products=self.products.identifier)
         with self.ctx.pg.connection().cursor() as cur:
-            cur.execute(statement, (limit,) if after is None else (after, limit))
+            cur.execute(statement, self.query.params(after, limit))
             return cur.fetchall()
 
     def fetch_keys(self, keys: Sequence[Key]) -> Sequence[tuple]:
