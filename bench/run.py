@@ -25,7 +25,7 @@ import time
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import httpx
 from psycopg import sql
@@ -79,20 +79,12 @@ class CpuMeter:
     def snapshot(self) -> dict[str, float]:
         ticks = {name: 0 for name in self.groups}
         by_leader = {pid: name for name, pid in self.groups.items()}
-        for entry in os.scandir("/proc"):
-            if not entry.name.isdigit():
-                continue
-            try:
-                with open(f"/proc/{entry.name}/stat") as f:
-                    data = f.read()
-            except OSError:
-                continue
-            fields = data[data.rindex(")") + 2:].split()
+        for pid, fields in _processes():
             name = by_leader.get(int(fields[2]))  # process group
             if name is None:
                 continue
             ticks[name] += int(fields[11]) + int(fields[12])  # utime + stime
-            if int(entry.name) == self.groups[name]:  # the leader also holds its reaped children's
+            if pid == self.groups[name]:  # the leader also holds its reaped children's
                 ticks[name] += int(fields[13]) + int(fields[14])
         snap = {name: t / CLK_TCK for name, t in ticks.items()}
         if self.machine_ok:
@@ -123,19 +115,28 @@ def pin_servers(services: Any) -> str:
 def _pin_process_tree(root: int, cpus: set[int]) -> None:
     """Every thread of `root` and of its children (a Postgres server's backends and helpers);
     processes and threads they start later inherit the setting."""
+    for pid, fields in _processes():
+        if pid != root and int(fields[1]) != root:  # parent
+            continue
+        try:
+            for task in os.scandir(f"/proc/{pid}/task"):
+                os.sched_setaffinity(int(task.name), cpus)
+        except OSError:  # gone meanwhile
+            continue
+
+
+def _processes() -> Iterator[tuple[int, list[str]]]:
+    """Each live process's pid and the fields of its /proc/<pid>/stat after the command name
+    (which may hold spaces): [1] parent, [2] process group, [11]-[14] CPU ticks."""
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             with open(f"/proc/{entry.name}/stat") as f:
                 data = f.read()
-            parent = int(data[data.rindex(")") + 2:].split()[1])
-            if int(entry.name) != root and parent != root:
-                continue
-            for task in os.scandir(f"/proc/{entry.name}/task"):
-                os.sched_setaffinity(int(task.name), cpus)
-        except (OSError, ValueError):  # gone meanwhile
+        except OSError:  # gone meanwhile
             continue
+        yield int(entry.name), data[data.rindex(")") + 2:].split()
 
 
 def _cpu_count_in_proc_stat() -> int:
