@@ -13,16 +13,13 @@ from typing import Callable, Sequence, TypeVar
 import structlog
 
 from worker.checkpoint import add_counters
+from worker.exceptions import SystemicBatchError
 from worker.failures import FailureStore
 from worker.job import BatchResult, Counters, Failure, KeysetPhase, Row
 
 T = TypeVar("T")
 Call = Callable[[Callable[[], T], str], T]
 log = structlog.get_logger("worker.batches")
-
-
-class SystemicBatchError(Exception):
-    """Every row of a batch failed alike: a bug or a broken table, not a few bad rows."""
 
 
 class BatchRunner:

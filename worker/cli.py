@@ -2,7 +2,8 @@
 
 Exit codes: 0 completed or stopped cleanly on a signal; 2 configuration error (before any
 connection); 3 another worker holds the job; 4 a server stayed unreachable; 5 a table,
-collection, field or database is missing or wrong; 6 credentials refused; 1 anything else.
+collection, field or database is missing or wrong; 6 credentials refused; 7 every row of a batch
+failed; 1 anything else.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 from worker.exceptions import ConfigError
 
@@ -82,12 +82,16 @@ class Settings:
     log_level: str = "INFO"
 
     def secrets(self) -> list[str]:
-        """Values that must never reach a log line or an error message."""
+        """Values that must never reach a log line or an error message: the passwords, the API
+        key, and the passwords inside the URIs, as written and percent-decoded (as a client
+        uses them). utils.logging.SecretScrubber finds secrets by their shape (URL userinfo,
+        `password=`, secret-named keys); these values are searched for only where they are
+        specific enough not to be ordinary words (`postgres` is not)."""
         candidates = [self.db_password, self.typesense_api_key]
         candidates += _uri_passwords(self.mongo_uri)
         if self.database_url:
             candidates += _uri_passwords(self.database_url)
-        return [s for s in candidates if s]
+        return list(dict.fromkeys(s for s in candidates if s))
 
     def pg_conninfo(self) -> str | dict[str, object]:
         """What psycopg.connect takes: DATABASE_URL verbatim when given, else keyword parts."""
@@ -104,11 +108,13 @@ class Settings:
 
 
 def _uri_passwords(uri: str) -> list[str]:
+    """The password in `uri`'s userinfo, as written and as decoded by libpq (%XX) and by
+    pymongo (%XX and `+`)."""
     try:
         password = urlsplit(uri).password
     except ValueError:
         return []
-    return [password] if password else []
+    return [password, unquote(password), unquote_plus(password)] if password else []
 
 
 class _Reader:

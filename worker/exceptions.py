@@ -66,6 +66,13 @@ class AccessDenied(WorkerError):
     exit_code = 6
 
 
+class SystemicBatchError(WorkerError):
+    """Every row of a batch failed alike: a bug or a broken table, not a few bad rows. The job
+    stops (its checkpoint stays before that batch) instead of recording every row as failed."""
+
+    exit_code = 7
+
+
 class UnknownJob(ConfigError):
     def __init__(self, name: str, known: list[str]):
         super().__init__("JOB", f"names no known job: {name!r} (known: {', '.join(known)})")
