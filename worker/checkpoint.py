@@ -122,6 +122,11 @@ class MongoCheckpointStore:
         doc = self._col.find_one({"_id": job_id}, {"lease": 1})
         return (doc or {}).get("lease")
 
+    def live_lease(self, job_id: str) -> dict[str, Any] | None:
+        """The job's lease if a worker holds it now (not expired), else None."""
+        doc = self._col.find_one({"_id": job_id, "lease.expires_at": {"$gt": utcnow()}}, {"lease": 1})
+        return (doc or {}).get("lease")
+
     def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float) -> Checkpoint:
         """Create the checkpoint if absent, then take its lease unless a live owner holds it."""
         now = utcnow()

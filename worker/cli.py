@@ -49,10 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     reset = commands.add_parser("reset", help="delete a job's checkpoint so the next run starts over")
     reset.add_argument("--job", required=True)
     reset.add_argument("--yes", action="store_true", help="confirm")
+    reset.add_argument("--force", action="store_true", help="delete it even while a worker holds the job's lease")
     failures = commands.add_parser("failures", help="list rows and documents that could not be written")
     failures.add_argument("--job", help="only this job")
     retry = commands.add_parser("retry", help="process the recorded failures again, after fixing the data")
     retry.add_argument("--job", required=True)
+    verify = commands.add_parser("verify", help="compare the stores read-only; exit 0 if they agree, 1 if not")
+    verify.add_argument("--job", help="job to verify (default: $JOB or inventory_fields)")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -62,8 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     overrides: dict[str, Any] = {}
     if getattr(args, "job", None):
         overrides["job"] = args.job
-    if getattr(args, "dry_run", False):
-        overrides["dry_run"] = True
+    if getattr(args, "dry_run", False) or command == "verify":
+        overrides["dry_run"] = True  # verify writes nothing: its scratch tables are temporary
     try:
         settings = load_settings(**overrides)
         job_class(settings.job)
@@ -75,9 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "status":
             return show_status(settings, args.job, args.json)
         if command == "reset":
-            return reset(settings, args.yes)
+            return reset(settings, args.yes, args.force)
         if command == "failures":
             return list_failures(settings, args.job)
+        if command == "verify":
+            return verify(settings, args.json)
         return run(settings, retry_failures=command == "retry")
     except Exception as error:
         known = _as_worker_error(error)
@@ -126,6 +132,26 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
         if settings.dry_run and checkpoint is not None:
             log.info("dry run: nothing was written", job=job.name, would=checkpoint.counters)
     return 0
+
+
+def verify(settings: Settings, as_json: bool) -> int:
+    """The job's read-only comparison: differences by kind with a few example keys."""
+    stop = StopFlag()
+    install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
+    with Resources.open(settings) as resources:
+        job = job_class(settings.job)(resources.job_context(stop))
+        policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
+        policy.call(job.check, what="preflight checks", stop=stop)
+        found = policy.call(job.verify, what=f"{job.name}: verify", stop=stop)
+    report = {"job": job.name, **found.report()}
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        for kind, entry in report["by_kind"].items():
+            examples = f"  e.g. {', '.join(map(repr, entry['examples']))}" if entry["examples"] else ""
+            print(f"{kind:>28}: {entry['count']}{examples}")
+        print(f"{job.name}: {'stores agree' if found.total == 0 else f'{found.total} difference(s)'}")
+    return 0 if found.total == 0 else 1
 
 
 def list_failures(settings: Settings, job_name: str | None) -> int:
@@ -178,12 +204,28 @@ def status_report(cp: Checkpoint, lease: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-def reset(settings: Settings, confirmed: bool) -> int:
+def reset(settings: Settings, confirmed: bool, force: bool = False) -> int:
+    """Delete the job's checkpoint; refuse (exit 3, like a second worker) while another worker
+    holds a live lease on it, unless `force`."""
+    from worker.exceptions import LeaseHeld
+
     checkpoint_id = job_class(settings.job).checkpoint_id
     if not confirmed:
         print(f"refusing to delete checkpoint {checkpoint_id!r} without --yes", file=sys.stderr)
         return 2
     with Resources.open(settings) as resources:
+        lease = resources.checkpoints.live_lease(checkpoint_id)
+        if lease and not force:
+            print(
+                f"refusing to delete checkpoint {checkpoint_id!r}: job {settings.job!r} is being run by "
+                f"{lease.get('owner')} (lease valid until {lease.get('expires_at')}); stop that worker, "
+                "or pass --force",
+                file=sys.stderr,
+            )
+            return LeaseHeld.exit_code
+        if lease:
+            # Its next checkpoint save finds the document gone: it stops with LeaseLost (exit 3).
+            print(f"--force: deleting it under {lease.get('owner')}, which will stop at its next checkpoint", file=sys.stderr)
         deleted = resources.checkpoints.delete(checkpoint_id)
     print(f"checkpoint {checkpoint_id!r} {'deleted' if deleted else 'did not exist'}; the next run starts over")
     return 0

@@ -8,12 +8,14 @@ renewal finds the lease gone, another worker has taken over and this one must st
 from __future__ import annotations
 
 import os
+import secrets
 import socket
 import threading
 
 import structlog
 
 from worker.checkpoint import CheckpointStore
+from worker.exceptions import LeaseLost
 from worker.stop import StopFlag
 
 log = structlog.get_logger("worker.lease")
@@ -22,9 +24,24 @@ LEASE_LOST = "lease lost"
 
 
 def default_owner() -> str:
-    """`host:pid`. A restarted container keeps its hostname and runs as pid 1, so it takes its
-    own lease back at once; a different process has to wait for the lease to expire."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid:nonce`, with a fresh random nonce on every call (the CLI makes one per run).
+
+    `host:pid` alone is not unique: two containers can share a hostname, and under an init
+    such as tini the worker's pid is predictable, so both would pass the lease's owner check
+    and write the same job. With the nonce no process is ever taken for another, not even a
+    restarted container for the worker it replaces: after a crash or a kill the new process
+    waits for the old lease to expire (up to LEASE_TTL_SECONDS; the engine waits up to twice
+    that plus 5 s before exiting 3). A clean stop releases the lease, so the next start takes
+    it at once. The `host:pid` part is there for people reading `status` and the logs."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def check_lease(stop: StopFlag) -> None:
+    """Raise LeaseLost once this worker knows its lease was taken over. The sink calls it right
+    before every write (a transaction's commit, an import), so a batch that was already in flight
+    at the takeover writes nothing more: it is rolled back, and the successor redoes it."""
+    if stop.reason == LEASE_LOST:
+        raise LeaseLost("lease lost to another worker; not writing")
 
 
 class Heartbeat:

@@ -121,7 +121,7 @@ def test_a_second_worker_takes_over_when_the_first_dies(worker_env, tmp_path):
     second_log = tmp_path / "second.log"
     second = start_worker(env, log_path=second_log)
     wait_for(lambda: "lease held by another worker" in second_log.read_text(), 30, what="second worker waiting")
-    assert checkpoint(env)["lease"]["owner"].endswith(f":{first.pid}")
+    assert f":{first.pid}:" in checkpoint(env)["lease"]["owner"]  # host:pid:nonce
 
     kill(first, signal.SIGKILL)
 
