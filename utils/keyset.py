@@ -40,6 +40,11 @@ class KeyKind(enum.Enum):
             return cls.TEXT
         raise ValueError(f"unsupported key type {data_type!r} (use an integer, uuid or text key)")
 
+    @property
+    def sql_type(self) -> str:
+        """The Postgres type that holds any key of this kind."""
+        return {KeyKind.INTEGER: "bigint", KeyKind.UUID: "uuid", KeyKind.TEXT: "text"}[self]
+
     def encode(self, key: Key | None) -> int | str | None:
         """A value a checkpoint document can hold (BSON has no UUID-as-key we want to rely on)."""
         if key is None or self is KeyKind.INTEGER:

@@ -25,6 +25,12 @@ class Status(enum.StrEnum):
     INTERRUPTED = "interrupted"
     FAILED = "failed"
     COMPLETED = "completed"
+    #: Completed, but the last pass of a repeating phase (reconcile) still found differences.
+    COMPLETED_WITH_DIFFERENCES = "completed_with_differences"
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.COMPLETED, Status.COMPLETED_WITH_DIFFERENCES)
 
 
 #: Allowed status changes, and when each happens.
@@ -35,10 +41,12 @@ VALID_TRANSITIONS: dict[Status, set[Status]] = {
         Status.INTERRUPTED,  # SIGTERM/SIGINT at a batch boundary
         Status.FAILED,  # retries exhausted or a fatal error
         Status.COMPLETED,  # last phase finished
+        Status.COMPLETED_WITH_DIFFERENCES,  # last phase finished; its last pass still found some
     },
     Status.INTERRUPTED: {Status.RUNNING},  # resumed
     Status.FAILED: {Status.RUNNING},  # resumed after the cause was fixed
     Status.COMPLETED: set(),  # only `reset` starts it over
+    Status.COMPLETED_WITH_DIFFERENCES: set(),  # likewise; `verify` shows what differs
 }
 
 
@@ -61,6 +69,12 @@ class Checkpoint:
     phase_done: int = 0
     phase_total: int | None = None
     counters: dict[str, int] = field(default_factory=dict)
+    #: Which walk of the current phase this is (a repeating phase walks up to max_passes times),
+    #: and the counters this walk has added so far.
+    phase_pass: int = 1
+    phase_counters: dict[str, int] = field(default_factory=dict)
+    #: What the last walk of a repeating phase still found when no pass was left.
+    differences: int = 0
     #: Batches in flight, in key order: range, row count and pre-image counts, saved before
     #: their writes so a redo after a crash can reuse them.
     intents: list[dict[str, Any]] = field(default_factory=list)
@@ -78,9 +92,18 @@ class Checkpoint:
 
     def add(self, increments: dict[str, int]) -> None:
         add_counters(self.counters, increments)
+        add_counters(self.phase_counters, increments)
 
     def enter_phase(self, phase: str) -> None:
-        self.phase, self.last_id, self.phase_done, self.phase_total = phase, None, 0, None
+        self.phase = phase
+        self.phase_pass = 0
+        self.next_pass()
+
+    def next_pass(self) -> None:
+        """Walk the current phase again from its start."""
+        self.last_id, self.phase_done, self.phase_total = None, 0, None
+        self.phase_pass += 1
+        self.phase_counters = {}
         self.intents = []
 
     def to_document(self) -> dict[str, Any]:
@@ -96,6 +119,7 @@ class Checkpoint:
         values["job_id"] = doc["_id"]
         values["status"] = Status(doc.get("status", Status.PENDING))
         values["counters"] = dict(doc.get("counters") or {})
+        values["phase_counters"] = dict(doc.get("phase_counters") or {})
         values["intents"] = list(doc.get("intents") or [])
         return cls(**values)
 

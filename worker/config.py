@@ -67,6 +67,7 @@ class Settings:
     pipeline_depth: int = 2
     typesense_page_size: int = 250
     sleep_between_batches: float = 1.0
+    reconcile_max_passes: int = 3
 
     throttle_check_seconds: float = 5.0
     throttle_pg_max_active: int = 50
@@ -258,6 +259,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         sleep_between_batches=r.number(
             "SLEEP_BETWEEN_BATCHES", Settings.sleep_between_batches, float, 0, 3600
         ),
+        reconcile_max_passes=r.number("RECONCILE_MAX_PASSES", Settings.reconcile_max_passes, int, 0, 100),
         retry_timeout_seconds=r.number(
             "RETRY_TIMEOUT_SECONDS", Settings.retry_timeout_seconds, float, 0, 86_400
         ),

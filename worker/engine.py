@@ -100,8 +100,8 @@ class Engine:
             self._release(cp)
 
     def _run(self, cp: Checkpoint) -> Checkpoint:
-        if cp.status is Status.COMPLETED:
-            self.log.info("already completed; nothing to do", counters=cp.counters, updated_at=str(cp.updated_at))
+        if cp.status.finished:
+            self.log.info("already completed; nothing to do", status=str(cp.status), counters=cp.counters, updated_at=str(cp.updated_at))
             return cp
         cp.transition(Status.RUNNING)
         self._save(cp)
@@ -129,8 +129,12 @@ class Engine:
             except BaseException:
                 self.stop.request(self.stop.reason or "error")  # ends an early prepare still running
                 raise
-        self._finish(cp, Status.COMPLETED)
-        self.log.info("job completed", batches=cp.batch_no, counters=cp.counters)
+        if cp.differences:
+            self._finish(cp, Status.COMPLETED_WITH_DIFFERENCES)
+            self.log.warning("job completed with differences", phase=cp.phase, passes=cp.phase_pass, differences=cp.differences, counters=cp.counters)
+        else:
+            self._finish(cp, Status.COMPLETED)
+        self.log.info("job completed", status=str(cp.status), batches=cp.batch_no, counters=cp.counters)
         return cp
 
     def _run_phase(self, phase: Phase, cp: Checkpoint, prepared: Future | None) -> None:
@@ -138,9 +142,25 @@ class Engine:
         if isinstance(phase, Step):
             self._run_step(phase, cp)
         elif isinstance(phase, KeysetPhase):
-            self.pipeline.run(phase, cp, prepared)
+            self._run_walks(phase, cp, prepared)
         else:
             raise TypeError(f"phase {phase.name!r} is neither a Step nor a KeysetPhase")
+
+    def _run_walks(self, phase: KeysetPhase, cp: Checkpoint, prepared: Future | None) -> None:
+        """Walk the phase; again, from its start, while a walk found differences and passes
+        are left. What the last walk found when none is left is the job's `differences`."""
+        while True:
+            self.pipeline.run(phase, cp, prepared if cp.phase_pass == 1 else None)
+            if phase.passes_counter:
+                cp.add({phase.passes_counter: 1})
+            found = phase.differences(cp.phase_counters)
+            if found == 0 or cp.phase_pass >= phase.max_passes:
+                cp.differences = found
+                self._save(cp)
+                return
+            self.log.info("another pass", phase=phase.name, passes_done=cp.phase_pass, differences=found, counters=cp.phase_counters)
+            cp.next_pass()
+            self._save(cp)
 
     def _run_step(self, step: Step, cp: Checkpoint) -> None:
         """Like a batch: counts taken before the step's write are saved first and reused on a redo."""

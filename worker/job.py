@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Sequence, TypeVar
 
 from utils.keyset import Key, KeyKind
 from utils.pg import ROW_ERRORS, Postgres
@@ -20,8 +20,12 @@ from worker.config import Settings
 from worker.sinks import Sink
 from worker.stop import StopFlag
 
+if TYPE_CHECKING:  # worker.failures imports Failure from here
+    from worker.failures import FailureStore
+
 Row = Any
 Counters = dict[str, int]
+S = TypeVar("S")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,8 @@ class JobContext:
     pg: Postgres
     index: TypesenseIndex
     sink: Sink
+    #: The failures recorded so far, to read (the engine records them); in a dry run too.
+    failures: "FailureStore | None" = None
     #: Only for long single steps (say, loading a scratch table) that should end early on a
     #: stop request: call `stop.sleep(0)`, which raises StopRequested. Batches need nothing.
     stop: StopFlag = field(default_factory=StopFlag)
@@ -57,6 +63,62 @@ class JobContext:
     @property
     def dry_run(self) -> bool:
         return self.settings.dry_run
+
+
+class Page(Sequence[Row], Generic[S]):
+    """A page that `fetch` had the database sum up: its size, its last key and what the phase
+    needs of it (`summary`), without a Python object per row. The rows themselves are read
+    (`rows`) only if the engine splits the batch to isolate a bad row. `final`: whether it is the
+    walk's last page, when its size cannot tell (by default a page shorter than asked is)."""
+
+    def __init__(
+        self, size: int, last_key: Key | None, summary: S, rows: Callable[[], Sequence[Row]], final: bool | None = None
+    ):
+        self.size, self.last_key, self.summary, self.final = size, last_key, summary, final
+        self._read_rows = rows
+        self._rows: Sequence[Row] | None = None
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]  # Sequence's int and slice forms
+        if self._rows is None:
+            self._rows = self._read_rows()
+        return self._rows[index]
+
+
+@dataclass
+class Differences:
+    """What a read-only comparison of source and destination found, by kind: counts, and the
+    first few keys of each."""
+
+    kinds: tuple[str, ...]
+    examples_per_kind: int = 5
+    counts: dict[str, int] = field(init=False)
+    examples: dict[str, list[str]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.counts = dict.fromkeys(self.kinds, 0)
+        self.examples = {kind: [] for kind in self.kinds}
+
+    def add(self, kind: str, keys: Sequence[str]) -> None:
+        self.counts[kind] += len(keys)
+        self.examples[kind].extend(keys[: self.examples_per_kind - len(self.examples[kind])])
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def report(self) -> dict[str, Any]:
+        by_kind = {k: {"count": self.counts[k], "examples": self.examples[k]} for k in self.kinds}
+        return {"differences": self.total, "by_kind": by_kind}
+
+
+def is_last_page(rows: Sequence[Row], limit: int) -> bool:
+    """Whether the walk ends with this page (see Page.final)."""
+    if isinstance(rows, Page) and rows.final is not None:
+        return rows.final
+    return len(rows) < limit
 
 
 class Phase(ABC):
@@ -108,9 +170,8 @@ class KeysetPhase(Phase):
         return row[0]
 
     def last_key(self, rows: Sequence[Row]) -> Key:
-        """The key the next page starts after. A phase whose pages are not plain lists (say,
-        aggregated by the database) may know it without reading the last row."""
-        return self.key_of(rows[-1])
+        """The key the next page starts after; a `Page` knows it without reading its rows."""
+        return rows.last_key if isinstance(rows, Page) else self.key_of(rows[-1])
 
     def tally(self, rows: Sequence[Row]) -> Counters:
         """Counts of rows that need a change, read before any write. The engine
@@ -127,7 +188,19 @@ class KeysetPhase(Phase):
         raise NotImplementedError(f"phase {self.name!r} cannot re-fetch rows by key")
 
     def finish(self) -> None:
-        """Called once after the last batch, before the next phase starts."""
+        """Called once after the last batch of each walk, before the next walk or phase starts."""
+
+    #: How many times at most the engine walks the phase. After a walk that found `differences`
+    #: it walks it again from the start (a fresh `prepare`), as long as passes are left.
+    max_passes: int = 1
+    #: The counter the engine adds 1 to each time a walk of the phase ends.
+    passes_counter: str | None = None
+
+    def differences(self, walked: Counters) -> int:
+        """What a walk found to repair, from the counters it added: while > 0 another walk
+        follows; if the last allowed walk still found some, the job ends
+        `completed_with_differences`."""
+        return 0
 
 
 class Job(ABC):
@@ -143,3 +216,8 @@ class Job(ABC):
 
     @abstractmethod
     def phases(self) -> Sequence[Phase]: ...
+
+    def verify(self) -> Differences:
+        """Compare the stores read-only (`python -m worker verify`); the job is given a dry
+        run's context, so whatever the comparison needs to write goes to temporary tables."""
+        raise NotImplementedError(f"job {self.name!r} has no verify")

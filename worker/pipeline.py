@@ -22,7 +22,9 @@ import structlog
 
 from worker.batches import BatchRunner
 from worker.checkpoint import Checkpoint, add_counters
-from worker.job import Counters, KeysetPhase, Row
+from worker.exceptions import LeaseLost
+from worker.job import Counters, KeysetPhase, Row, is_last_page
+from worker.lease import LEASE_LOST
 from worker.progress import PhaseProgress, format_duration
 from worker.sizing import BatchSizer, PipelineShare
 from worker.stop import StopFlag, StopRequested
@@ -73,7 +75,7 @@ class _Reader(threading.Thread):
                 rows = self.call(lambda: self.phase.fetch(after, limit), f"{self.phase.name}: fetch")
                 if rows:
                     self._put(_Page(rows, redo))
-                if len(rows) < limit:
+                if is_last_page(rows, limit):
                     break
                 after = self.phase.last_key(rows)
             self._put(_END)
@@ -155,10 +157,10 @@ class KeysetPipeline:
                     sizer.record(intent["rows"], share.record(started, time.monotonic()))
                 if reading:
                     raise StopRequested(self.stop.reason or "stop")
-            except BaseException:
+            except BaseException as error:
                 # Batches still in flight must not retry for minutes: their intents are saved,
-                # so the next start redoes them.
-                self.stop.request(self.stop.reason or "error")
+                # so the next start redoes them. After a refused save they must not write either.
+                self.stop.request(LEASE_LOST if isinstance(error, LeaseLost) else "error")
                 raise
             finally:
                 reader.halt.set()

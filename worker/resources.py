@@ -17,6 +17,7 @@ from worker.checkpoint import MongoCheckpointStore
 from worker.config import Settings
 from worker.failures import FailureStore, MemoryFailureStore, MongoFailureStore
 from worker.job import JobContext
+from worker.lease import check_lease
 from worker.sinks import DryRunSink, LiveSink, Sink
 from worker.stop import StopFlag
 from worker.throttle import PostgresActivity, Throttler, TypesenseHealth
@@ -51,10 +52,10 @@ class Resources:
             failures=MongoFailureStore(db[settings.mongo_failures_collection]),
         )
 
-    def sink(self) -> Sink:
+    def sink(self, stop: StopFlag) -> Sink:
         if self.settings.dry_run:
-            return DryRunSink(self.index)
-        return LiveSink(self.pg, self.index)
+            return DryRunSink(self.pg, self.index)
+        return LiveSink(self.pg, self.index, before_write=lambda: check_lease(stop))
 
     def throttler(self, stop: StopFlag) -> Throttler:
         s = self.settings
@@ -68,7 +69,9 @@ class Resources:
         return MemoryFailureStore() if self.settings.dry_run else self.failures
 
     def job_context(self, stop: StopFlag) -> JobContext:
-        return JobContext(settings=self.settings, pg=self.pg, index=self.index, sink=self.sink(), stop=stop)
+        return JobContext(
+            settings=self.settings, pg=self.pg, index=self.index, sink=self.sink(stop), failures=self.failures, stop=stop
+        )
 
     def close(self) -> None:
         self.pg.close()

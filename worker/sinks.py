@@ -1,26 +1,68 @@
 """Where a job's writes go: the real servers, or nowhere (dry run).
 
 Dry-run lives here and only here, so neither the engine nor a job needs `if dry_run:` around
-each write. The dry-run sink still reads, so its report is real: an index update of a document
-that does not exist is reported as the 404 the real import would have answered.
+each write. Every DDL and DML statement a job runs goes through a sink: `execute` for one
+statement, `transaction` for several in one transaction (writes and the reads that must see
+them), `scratch_transaction` for the job's own scratch tables. The dry-run sink still reads, so
+its report is real: an index update of a document that does not exist is reported as the 404
+the real import would have answered. Its only writes are to scratch tables in `pg_temp`, which
+belong to the dry run's own session and vanish with it: a dry run beside a running worker
+cannot touch that worker's scratch table, nor any other table.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol, Sequence
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
+import psycopg
 import structlog
 from psycopg import sql
 
 from utils.pg import Postgres
 from utils.typesense import EncodedDocuments, ImportFailure, ImportReport, TypesenseIndex
+from worker.config import TableName
 
 log = structlog.get_logger("worker.sink")
 
+Params = Sequence[Any] | dict[str, Any]
+
+
+class Transaction:
+    """Statements of one transaction: `write` changes data (skipped in a dry run, which answers
+    0), `read` runs everywhere and sees this transaction's own writes."""
+
+    def __init__(self, cursor: psycopg.Cursor, dry_run: bool):
+        self.cursor, self.dry_run = cursor, dry_run
+
+    def write(self, statement: sql.Composable, params: Params = ()) -> int:
+        """Run a write statement; return the rows it changed (or returned, with RETURNING)."""
+        if self.dry_run:
+            return 0
+        self.cursor.execute(statement, params)
+        return self.cursor.rowcount
+
+    def read(self, statement: sql.Composable, params: Params = ()) -> list[tuple]:
+        self.cursor.execute(statement, params)
+        return self.cursor.fetchall()
+
 
 class Sink(Protocol):
-    def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
+    dry_run: bool
+
+    def execute(self, statement: sql.Composable, params: Params = ()) -> int:
         """Run one write statement in its own transaction; return the rows it changed."""
+
+    def transaction(self) -> Iterator[Transaction]:
+        """Several statements in one transaction, committed at the end of the `with` block."""
+
+    def scratch(self, table: TableName) -> sql.Identifier:
+        """The name a scratch table has in this run: `table` itself, or in a dry run
+        `pg_temp.<name>`, which only the dry run's own session can see or drop."""
+
+    def scratch_transaction(self) -> Iterator[psycopg.Cursor]:
+        """A transaction for statements that write only scratch tables named by `scratch` (and
+        temporary tables): it runs in a dry run too."""
 
     def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         """Bulk-import partial or whole documents; every result line read."""
@@ -29,30 +71,59 @@ class Sink(Protocol):
 
 
 class LiveSink:
-    def __init__(self, pg: Postgres, index: TypesenseIndex):
-        self._pg, self._index = pg, index
+    dry_run = False
 
-    def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
+    def __init__(self, pg: Postgres, index: TypesenseIndex, before_write: Callable[[], None] = lambda: None):
+        """`before_write` runs right before each write is made final (a commit, an import) and
+        may refuse it by raising: a worker whose lease was taken over writes nothing more."""
+        self._pg, self._index, self._before_write = pg, index, before_write
+
+    def execute(self, statement: sql.Composable, params: Params = ()) -> int:
+        with self.transaction() as tx:
+            return tx.write(statement, params)
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        with self.scratch_transaction() as cur:
+            yield Transaction(cur, dry_run=False)
+
+    def scratch(self, table: TableName) -> sql.Identifier:
+        return sql.Identifier(table.schema, table.name)
+
+    @contextmanager
+    def scratch_transaction(self) -> Iterator[psycopg.Cursor]:
         conn = self._pg.connection()
         with conn.transaction(), conn.cursor() as cur:
-            cur.execute(statement, params)
-            return cur.rowcount
+            yield cur
+            self._before_write()  # raising here rolls the transaction back
 
     def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
+        self._before_write()
         return self._index.import_documents(documents, action)
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None:
+        self._before_write()
         self._index.add_fields(fields)
 
 
-class DryRunSink:
-    """Counts what would be written; writes nothing to Postgres, Typesense or MongoDB."""
+class DryRunSink(LiveSink):
+    """Counts what would be written; writes nothing to Postgres, Typesense or MongoDB. It keeps
+    the live sink's `scratch_transaction`: those statements touch only `pg_temp`."""
 
-    def __init__(self, index: TypesenseIndex):
-        self._index = index
+    dry_run = True
 
-    def execute(self, statement: sql.Composable, params: Sequence[Any]) -> int:
+    def execute(self, statement: sql.Composable, params: Params = ()) -> int:
         return 0
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        # No transaction: its reads need none, and the dry run's one connection is shared by
+        # its threads, whose transactions would nest into each other.
+        with self._pg.connection().cursor() as cur:
+            yield Transaction(cur, dry_run=True)
+
+    def scratch(self, table: TableName) -> sql.Identifier:
+        return sql.Identifier("pg_temp", table.name)
 
     def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         if action != "update":

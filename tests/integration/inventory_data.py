@@ -69,20 +69,25 @@ class Dataset:
             "index_only_already_set": sum(1 for d in orphans if "created_at" in d and "deleted_at" in d),
             "failures": 0,
             "index_fields_added": 0 if self.index_has_fields else 2,
+            # Nothing wrote beside the job, so the reconcile phase finds nothing in one pass.
+            "reconciled_pg_rows": 0,
+            "reconciled_documents": 0,
+            "reconcile_passes": 1,
         }
 
 
-def make_dataset(n: int, key_type: str = "int", index_has_fields: bool = False) -> Dataset:
+def make_dataset(n: int, key_type: str = "int", index_has_fields: bool = False, spacing: int = 1) -> Dataset:
     """Every case the job handles: NULL and 0 and deleted `deleted_at`, NULL `created_at`,
-    products missing from the index, index-only documents with and without the fields."""
-    keys = [_key(key_type, i) for i in range(1, n + 1)]
+    products missing from the index, index-only documents with and without the fields.
+    `spacing` > 1 leaves free keys between the products (for rows inserted while the job runs)."""
+    keys = [_key(key_type, i * spacing) for i in range(1, n + 1)]
     products = []
     for i, key in enumerate(keys, start=1):
         created = None if i % 17 == 0 else BASE_TIME + timedelta(seconds=i)
         deleted = DELETED_AT + i if i % 11 == 0 else (None if i % 2 == 0 else 0)
         products.append((key, created, deleted))
     documents = [{"id": str(k), "name": f"product {i}"} for i, k in enumerate(keys, start=1) if i % 13 != 0]
-    orphans = [str(_key(key_type, n + 1000 + j)) for j in range(6)]
+    orphans = [str(_key(key_type, n * spacing + 1000 + j)) for j in range(6)]
     if key_type == "int":
         orphans += ["orphan-a", "orphan-b"]  # ids no integer key could have
         orphans.append(f"0{_key(key_type, 5)}")  # "05" is not product 5's document (its id is "5")

@@ -10,6 +10,7 @@ import time
 import pymongo
 import pytest
 
+from utils.typesense import EncodedDocuments
 from worker.config import load_settings
 from worker.jobs.inventory_fields import DefaultIndexOnly, EnsureSchema, InventoryFieldsJob
 from worker.resources import Resources
@@ -246,22 +247,33 @@ def test_a_document_the_index_rejects_is_recorded_not_dropped(worker_env):
     assert failures[0]["code"] == 400 and "id" in failures[0]["error"]
 
 
-def test_a_stop_while_the_scratch_table_loads_rolls_the_load_back(worker_env):
+def test_a_stop_while_the_scratch_table_loads_rolls_the_load_back(worker_env, monkeypatch):
     """The index_only phase loads its scratch table from the job's start, alongside the phases
-    before it; a stop then ends the load part way: none of it is kept, the next start redoes it.
-    (In-process: the load of 60k documents now takes a fraction of a second, too short a window
-    to land a signal in from outside.)"""
-    data = make_dataset(60_000)
+    before it; a stop then ends the load part way. The load is one transaction: a stop that
+    lands once the new table is built (here: right after the export's last chunk) leaves the
+    earlier table exactly as it was, and the next start redoes the load. (In-process: the load
+    takes a fraction of a second, too short a window to land a signal in from outside.)"""
+    data = make_dataset(20_000)
     load(worker_env, data)
     stop = StopFlag()
     with Resources.open(load_settings(worker_env)) as resources:
-        index_only = InventoryFieldsJob(resources.job_context(stop)).phases()[2]
-        stop.request("SIGTERM")
-        with pytest.raises(StopRequested):  # only the loop over the export's chunks looks at the flag
+        ctx = resources.job_context(stop)
+        index_only = InventoryFieldsJob(ctx).phases()[2]
+        index_only.prepare(False)  # an earlier start's table
+        earlier = index_only.count()
+        ctx.index.import_documents(EncodedDocuments.from_dicts([{"id": "added-later", "name": "x"}]), "create")
+        export_lines = ctx.index.export_lines
+
+        def export_then_stop(fields):
+            yield from export_lines(fields)
+            stop.request("SIGTERM")
+
+        monkeypatch.setattr(ctx.index, "export_lines", export_then_stop)
+        with pytest.raises(StopRequested):
             index_only.prepare(False)
-    with pg_connect(worker_env) as conn:
-        left = conn.execute("SELECT to_regclass(%s)", (worker_env["SCRATCH_TABLE"],)).fetchone()[0]
-    assert left is None, "the load was stopped part way and rolled back"
+        assert index_only.count() == earlier == len(data.documents), "the earlier table, neither dropped nor replaced"
+    data.documents.append({"id": "added-later", "name": "x"})
+    data.index_only_ids.append("added-later")
     assert run_worker(worker_env).returncode == 0
     assert_backfilled(worker_env, data)
     assert checkpoint(worker_env)["counters"] == data.expected_counters()
@@ -289,7 +301,7 @@ def test_ensure_schema_changes_the_index_once_the_early_export_streams(worker_en
     data = make_dataset(60, "int")
     load(worker_env, data)
     with Resources.open(load_settings(worker_env)) as resources:
-        ensure, _, index_only = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
+        ensure, _, index_only, *_ = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
         altering = threading.Thread(target=ensure.run)
         altering.start()
         altering.join(1.0)

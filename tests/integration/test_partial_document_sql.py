@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from psycopg import sql
 
 from tests.integration.inventory_data import pg_connect
-from worker.jobs.inventory_fields import _PARTIAL_DOCUMENT
+from worker.jobs.inventory_fields.products_table import _PARTIAL_DOCUMENT
 
 IDS = ['a"b\\c', "line\nbreak", "tab\t", "\x01", "é 漢 😀", "</script>", "", " sp ", "quote'", "{}", "1"]
 CREATED = [

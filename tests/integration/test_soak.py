@@ -47,7 +47,7 @@ from tests.integration.inventory_data import (
     table_parts,
 )
 
-PHASES = ("ensure_schema", "products", "index_only")
+PHASES = ("ensure_schema", "products", "index_only", "reconcile")
 START_EVENTS = {"job started", "job resumed", "already completed; nothing to do"}
 #: Kill instants are drawn up to this fraction of the reference run's work time, so that the work
 #: left after the last kill (plus what restarts redo) is not already done when it is due.
@@ -71,7 +71,7 @@ class Kill:
     phase: str | None
     batch_no: int
     last_id: Any
-    intent: bool  # a batch (or step) had started and not been checkpointed
+    intents: int  # batches (or steps) started and not yet checkpointed: the checkpoint's `intents`
     lease_held: bool
 
     def line(self) -> str:
@@ -80,7 +80,7 @@ class Kill:
             f" -> exit {self.exit_code:>3} in {self.stop_seconds:5.2f}s"
             + (f" (stop logged after {self.stop_logged:.2f}s)" if self.stop_logged is not None else "")
             + f"; checkpoint: status={self.status} phase={self.phase}"
-            f" batch_no={self.batch_no} last_id={self.last_id!r} intent={'pending' if self.intent else 'none'}"
+            f" batch_no={self.batch_no} last_id={self.last_id!r} intents={f'{self.intents} pending' if self.intents else 'none'}"
             f" lease={'held' if self.lease_held else 'free'}"
         )
 
@@ -188,17 +188,19 @@ def phase_at(windows: dict[str, tuple[float, float]], instant: float) -> str:
 
 def plan_kills(rng: random.Random, kills: int, work: float, windows: dict[str, tuple[float, float]]) -> list[float]:
     """Sorted kill instants in work time: one inside ensure_schema, one inside index_only (a short
-    phase now that its scratch table loads during products), the rest one per equal slice of the
-    remaining run up to LAST_KILL_AT."""
+    phase now that its scratch table loads during products) and one inside reconcile (before
+    LAST_KILL_AT), the rest one per equal slice of the remaining run up to LAST_KILL_AT."""
     high = LAST_KILL_AT * work
     index_start, index_end = windows["index_only"]
+    reconcile_start = windows["reconcile"][0]
     instants = [
         rng.uniform(0.0, windows["ensure_schema"][1]),
         rng.uniform(index_start, index_start + 0.8 * (index_end - index_start)),
+        rng.uniform(reconcile_start, max(reconcile_start, high)),
     ]
     low = windows["ensure_schema"][1]
-    width = (high - low) / max(kills - 2, 1)
-    instants += [rng.uniform(low + k * width, low + (k + 1) * width) for k in range(kills - 2)]
+    width = (high - low) / max(kills - 3, 1)
+    instants += [rng.uniform(low + k * width, low + (k + 1) * width) for k in range(kills - 3)]
     return sorted(instants)
 
 
@@ -272,7 +274,7 @@ def soak(worker_env: dict[str, str], tmp_path: Path, rows: int, kills: int, seed
             Kill(
                 no=no, signal=sig.name, planned_at=at, planned_phase=phase_at(windows, at),
                 exit_code=code, stop_seconds=stopped, stop_logged=stop_logged, status=cp.get("status"), phase=cp.get("phase"),
-                batch_no=cp.get("batch_no", 0), last_id=cp.get("last_id"), intent=bool(cp.get("intent")),
+                batch_no=cp.get("batch_no", 0), last_id=cp.get("last_id"), intents=len(cp.get("intents") or []),
                 lease_held=bool(cp.get("lease")),
             )
         )
@@ -324,11 +326,12 @@ def soak(worker_env: dict[str, str], tmp_path: Path, rows: int, kills: int, seed
         f"=== soak: {rows:,} rows, {kills} kills planned, seed {seed} (SOAK_SEED={seed} repeats the plan) ===",
         f"settings: {settings}",
         f"load of both namespaces: {loaded - began:.1f}s; reference run: {ref_elapsed:.2f}s wall, {work:.2f}s of work"
-        f" (ensure_schema until {windows['ensure_schema'][1]:.3f}s, products until {windows['products'][1]:.3f}s,"
-        f" index_only until {windows['index_only'][1]:.3f}s), {len(ref_batches)} batches",
+        f" ({', '.join(f'{phase} until {end:.3f}s' for phase, (_, end) in windows.items())}), {len(ref_batches)} batches",
         f"kills made: {len(made)} of {kills} ({Counter(k.signal for k in made)}); runs of the soaked worker: {len(logs)}",
         *(k.line() for k in made),
         f"  kills by checkpoint phase: {dict(Counter(k.phase for k in made))}; by reference phase: {dict(Counter(k.planned_phase for k in made))}",
+        f"  kills leaving batches pending in the checkpoint: {sum(1 for k in made if k.intents)} of {len(made)}"
+        f" (by signal: {dict(Counter(k.signal for k in made if k.intents))}; most at once: {max((k.intents for k in made), default=0)})",
     ]
     if finished_early:
         report.append(f"  the job completed before kill {finished_early[0]} was due; no more kills")

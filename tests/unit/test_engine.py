@@ -240,3 +240,68 @@ def test_an_early_prepare_starts_with_the_job_and_runs_once():
     assert job.prepared_during_first_phase, "the prepare should start with the job, not one phase before"
     assert job.prepares == [False]
     assert sorted(job.processed) == ROWS
+
+
+class Repairs(Numbers):
+    """A phase that walks again while a walk found something: the first `dirty_walks` walks
+    each "repair" every row, later ones find nothing."""
+
+    name = "repairs"
+    max_passes = 3
+    passes_counter = "passes"
+
+    def process(self, rows) -> BatchResult:
+        result = super().process(rows)
+        if self.job.walks_done < self.job.dirty_walks:
+            result.counters["repaired"] = len(rows)
+        return result
+
+    def finish(self) -> None:
+        self.job.walks_done += 1
+
+    def differences(self, walked) -> int:
+        return walked.get("repaired", 0)
+
+
+class RepairsJob(NumbersJob):
+    def __init__(self, stop: StopFlag, dirty_walks: int, **kw):
+        super().__init__(stop, **kw)
+        self.dirty_walks, self.walks_done = dirty_walks, 0
+
+    def phases(self):
+        return (Repairs(self),)
+
+
+def run_repairs(store, dirty_walks: int, **kw):
+    stop = StopFlag()
+    job = RepairsJob(stop, dirty_walks, **kw)
+    policy = RetryPolicy(timeout_seconds=10, max_attempts=3, max_wait_seconds=0, initial_wait_seconds=0)
+    return job, Engine(job, store, MemoryFailureStore(), stop, policy, EngineOptions(owner="me")).run()
+
+
+def test_a_phase_is_walked_again_while_a_walk_found_differences():
+    job, cp = run_repairs(MemoryCheckpointStore(), dirty_walks=1)
+    assert cp.status is Status.COMPLETED
+    assert job.walks_done == 2 and cp.counters["passes"] == 2
+    assert cp.counters["repaired"] == 25 and cp.differences == 0
+    assert cp.phase_pass == 2 and cp.phase_counters.get("repaired", 0) == 0, "the last walk found nothing"
+
+
+def test_differences_left_after_the_last_pass_end_completed_with_differences():
+    job, cp = run_repairs(MemoryCheckpointStore(), dirty_walks=10)
+    assert job.walks_done == 3 == cp.counters["passes"], "no more than max_passes walks"
+    assert cp.status is Status.COMPLETED_WITH_DIFFERENCES and cp.differences == 25
+    again, cp = run_repairs(MemoryCheckpointStore(initial=cp), dirty_walks=10)
+    assert again.walks_done == 0 and cp.status is Status.COMPLETED_WITH_DIFFERENCES, "finished: nothing to do"
+
+
+def test_a_stop_in_the_second_pass_resumes_that_pass_and_counts_each_pass_once():
+    store = MemoryCheckpointStore()
+    # Batches 1-3 are the first walk (25 rows in batches of 10); batch 4 is the second walk's first.
+    job, cp = run_repairs(store, dirty_walks=1, stop_after=4)
+    assert cp.status is Status.INTERRUPTED
+    assert (cp.phase_pass, cp.last_id, cp.counters["passes"]) == (2, 10, 1)
+    job, cp = run_repairs(store, dirty_walks=0)
+    assert cp.status is Status.COMPLETED
+    assert cp.counters["passes"] == 2 and cp.counters["rows"] == 50
+    assert min(job.processed) == 11, "the second pass resumes after its checkpoint"
