@@ -6,17 +6,25 @@ skips fixture teardown; a server started here also gets a signal from the kernel
 pytest process is killed outright. Unit tests that do not ask for `services` start nothing.
 
 `worker_env` is the worker's environment for one test: the servers' connection variables
-plus names (Mongo database, Typesense collection, tables) no other test uses.
+plus names (Mongo database, Typesense collection, tables) no other test uses, dropped when the
+test ends, so the servers do not pile up every test's data (a Typesense restarted by a fault
+test loads all of it again before it accepts writes).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import signal
 import threading
 import uuid
+from typing import Iterator
 
+import httpx
+import psycopg
+import pymongo
 import pytest
+from psycopg import sql
 
 from tests.servers import TestServices
 
@@ -58,7 +66,7 @@ def _restart_stopped_servers(request):
 
 
 @pytest.fixture
-def worker_env(services) -> dict[str, str]:
+def worker_env(services) -> Iterator[dict[str, str]]:
     u = uuid.uuid4().hex[:8]
     env = services.env()
     env.update(
@@ -72,4 +80,25 @@ def worker_env(services) -> dict[str, str]:
         RETRY_TIMEOUT_SECONDS="10",
         RETRY_MAX_WAIT_SECONDS="0.5",
     )
-    return env
+    yield env
+    _drop_namespace(env)
+
+
+def _drop_namespace(env: dict[str, str]) -> None:
+    """Best effort, each store on its own: a server a fault test left stopped keeps its data."""
+    with contextlib.suppress(httpx.HTTPError):
+        httpx.delete(
+            f"{env.get('TYPESENSE_PROTOCOL', 'http')}://{env['TYPESENSE_HOST']}:{env['TYPESENSE_PORT']}/collections/{env['TYPESENSE_COLLECTION']}",
+            headers={"X-TYPESENSE-API-KEY": env["TYPESENSE_API_KEY"]},
+            timeout=30,
+        )
+    with contextlib.suppress(psycopg.Error):
+        with psycopg.connect(
+            host=env["DB_HOST"], port=env["DB_PORT"], dbname=env["DB_DATABASE"], user=env["DB_USER"],
+            password=env["DB_PASSWORD"], autocommit=True, connect_timeout=5,
+        ) as conn:
+            for table in (env["PRODUCTS_TABLE"], env["SCRATCH_TABLE"]):
+                conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier(*table.split("."))))
+    with contextlib.suppress(pymongo.errors.PyMongoError):
+        with pymongo.MongoClient(env["MONGO_URI"], serverSelectionTimeoutMS=3000) as client:
+            client.drop_database(env["MONGO_DB_NAME"])

@@ -618,6 +618,10 @@ class TypesenseServer(_ManagedServer):
             "--api-port", str(self.port),
             "--peering-address", self.host,
             "--peering-port", str(self.peering_port),
+            # A restart replays the replication log written since the last snapshot before it
+            # takes writes again ("Not Ready or Lagging"); with the default of an hour, that is
+            # every write of the session so far.
+            "--snapshot-interval-seconds", "30",
         ]
 
     def _popen_kwargs(self) -> dict:
@@ -630,7 +634,7 @@ class TypesenseServer(_ManagedServer):
         return f"{self.protocol}://{self.host}:{self.port}"
 
     def _ready(self) -> bool:
-        return typesense_healthy(self.url)
+        return typesense_healthy(self.url) and typesense_takes_writes(self.url, self.api_key)
 
     def client_config(self) -> dict:
         return {
@@ -646,6 +650,21 @@ def typesense_healthy(url: str) -> bool:
 
     r = httpx.get(f"{url}/health", timeout=2)
     return r.status_code == 200 and r.json().get("ok") is True
+
+
+def typesense_takes_writes(url: str, api_key: str) -> bool:
+    """/health answers ok while a restarted server still replays its log and refuses writes
+    (503 "Not Ready or Lagging"): a collection made and dropped tells that it takes them."""
+    import httpx
+
+    name = f"ready_probe_{secrets.token_hex(4)}"
+    headers = {"X-TYPESENSE-API-KEY": api_key}
+    with httpx.Client(base_url=url, headers=headers, timeout=5) as client:
+        created = client.post("/collections", json={"name": name, "fields": [{"name": "x", "type": "string"}]})
+        if created.status_code != 201:
+            return False
+        client.delete(f"/collections/{name}")
+        return True
 
 
 class ExternalTypesense:
