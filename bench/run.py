@@ -36,7 +36,9 @@ from worker.config import Settings, load_settings
 from worker.demo_seed import DemoSummary, seed_demo
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("worker", "baseline", "limit")
+CONTENDERS = ("worker", "baseline", "limit", "before")
+#: Contenders that are the worker itself: `before` runs the worker of --before-src (another commit).
+WORKERS = ("worker", "before")
 TIME_BIN = "/usr/bin/time"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 _KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "LC_CTYPE", "TMPDIR", "TZ", "USER")
@@ -251,7 +253,8 @@ def run_measured(cmd: list[str], env: dict[str, str], run_dir: Path, meter: CpuM
 
 def worker_phases(stdout: str) -> dict[str, Any]:
     """Per-phase figures from the worker's JSON log: the engine's own rows_per_s for keyset
-    phases, and spans between log timestamps (job started -> each 'phase done')."""
+    phases, and spans between log timestamps (job started -> each 'phase done'), summed over
+    a phase's passes (the reconcile phase walks at least once)."""
     events = []
     for line in stdout.splitlines():
         if line.startswith("{"):
@@ -268,13 +271,14 @@ def worker_phases(stdout: str) -> dict[str, Any]:
         elif e.get("event") == "phase done":
             phase = e["phase"]
             if mark is not None and ts is not None:
-                out[f"span:{phase}"] = (ts - mark).total_seconds()
+                out[f"span:{phase}"] = out.get(f"span:{phase}", 0.0) + (ts - mark).total_seconds()
             mark = ts
+            out[f"passes:{phase}"] = out.get(f"passes:{phase}", 0) + 1
             if e.get("rows") is not None:
                 out[f"rows:{phase}"] = e["rows"]
             if e.get("rows_per_s"):
                 out[f"rows_per_s:{phase}"] = e["rows_per_s"]
-                out[f"phase:{phase}"] = e["rows"] / e["rows_per_s"]
+                out[f"phase:{phase}"] = out.get(f"phase:{phase}", 0.0) + e["rows"] / e["rows_per_s"]
         elif e.get("event") == "job completed":
             out["counters"] = e.get("counters", {})
     return out
@@ -285,9 +289,9 @@ def run_contender(name: str, services: Any, settings: Settings, summary: DemoSum
                   worker_settings: dict[str, str] | None = None, py_spy: str | None = None) -> dict[str, Any]:
     mongo_db = f"bench_{name}_{uuid.uuid4().hex[:8]}"
     env = contender_env(services, mongo_db, worker_src)
-    if name == "worker":
+    if name in WORKERS:
         env.update(worker_settings or {})
-    module = {"worker": "worker", "baseline": "bench.baseline", "limit": "bench.limit"}[name]
+    module = {"worker": "worker", "before": "worker", "baseline": "bench.baseline", "limit": "bench.limit"}[name]
     cmd = [sys.executable, "-m", module]
     if py_spy and name == "worker":
         # Sampling costs the worker some CPU: use profiled runs to see where time goes, not to time.
@@ -304,7 +308,7 @@ def run_contender(name: str, services: Any, settings: Settings, summary: DemoSum
                 pass
     if m["rc"] != 0:
         raise SystemExit(f"{name} exited with {m['rc']}; logs in {run_dir}\n{m['stderr_tail']}")
-    if name == "worker":
+    if name in WORKERS:
         m.update(worker_phases(m["stdout"]))
         if "counters" not in m:
             raise SystemExit(f"worker finished without 'job completed'; logs in {run_dir}")
@@ -383,7 +387,15 @@ def report(results: dict[str, list[dict[str, Any]]], rows: int, summary: DemoSum
         row("  products phase (engine rows_per_s)", med["worker_products"])
         row("  index_only phase (log span, incl. scratch)", median_of(w, "span:index_only"),
             count=summary.documents, unit="*")
+        med["worker_reconcile"] = median_of(w, "span:reconcile")
+        row("  reconcile phase (log span, export + compare)", med["worker_reconcile"], count=summary.documents, unit="*")
         row("  rest: start-up, preflight, lease, exit", median_of(_with_rest(w, "span:"), "rest"), count=0)
+    before = results.get("before")
+    if before:
+        med["before"] = median_of(before, "wall")
+        med["before_products"] = median_of(before, "phase:products")
+        row("before (worker of --before-src), whole job", med["before"], before)
+        row("  products phase (engine rows_per_s)", med["before_products"])
     b = results.get("baseline")
     if b:
         med["baseline"] = median_of(b, "wall")
@@ -422,7 +434,7 @@ def report(results: dict[str, list[dict[str, Any]]], rows: int, summary: DemoSum
           f" {summary.documents:,} documents ({summary.index_only:,} index-only); seed {args.seed};"
           f" reseed median {statistics.median(reseed_s):.1f}s")
     print(f"runs per contender: {args.repeat} (figures are medians); servers: {args.servers}; logs: {out_dir}")
-    print(f"worker code: {args.source}")
+    print(f"worker code: {args.source}" + (f"; before: {args.before_source}" if args.before_source else ""))
     print()
     print("\n".join(lines))
     print("rows/s = products rows (N) / seconds; * = index documents / seconds instead."
@@ -436,12 +448,19 @@ def report(results: dict[str, list[dict[str, Any]]], rows: int, summary: DemoSum
 
     print()
     print("ratios (time / time; >1 means the worker is slower):")
+    ratio("worker whole job / before whole job", "worker", "before")
+    ratio("worker products phase / before products phase", "worker_products", "before_products")
     ratio("worker whole job / baseline whole job", "worker", "baseline")
     ratio("worker products phase / baseline products loop", "worker_products", "baseline_products")
     ratio("worker products phase / limit one-shot (pg_update + import)", "worker_products", "limit_products_sum")
     ratio("worker products phase / limit pipelined bound (max)", "worker_products", "limit_products_max")
     ratio("worker whole job / limit whole job one-shot", "worker", "limit_job_sum")
     ratio("worker whole job / limit whole job pipelined", "worker", "limit_job_pipelined")
+    if med.get("worker_reconcile") and med.get("worker_products") and med.get("worker"):
+        print(f"  {'reconcile phase / worker products phase (target < 10%)':<62}"
+              f"{100 * med['worker_reconcile'] / med['worker_products']:5.1f}%")
+        print(f"  {'reconcile phase / worker whole job':<62}{100 * med['worker_reconcile'] / med['worker']:5.1f}%"
+              "   (the limit contenders have no reconcile phase)")
 
     print()
     print("checks (counters should agree across contenders; end state verified after each run):")
@@ -471,11 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--servers", choices=("local", "external"), default="local",
                         help="local: start our own on loopback (default); external: the TEST_* servers")
     parser.add_argument("--seed", type=int, default=0, help="data seed (same for every run)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS), help="comma-separated subset of "
+    parser.add_argument("--contenders", default="worker,baseline,limit", help="comma-separated subset of "
                         + ",".join(CONTENDERS))
     parser.add_argument("--out", help="directory for logs and results.json (default: a new temp dir)")
     parser.add_argument("--worker-src", default=str(REPO), help="directory holding the worker/ and utils/ the"
                         " contenders run (e.g. a `git archive` of another commit); default this repo")
+    parser.add_argument("--before-src", help="directory holding another version's worker/ and utils/ (e.g. a"
+                        " `git archive` of an earlier commit), run as the contender `before`")
     parser.add_argument("--worker-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting for the worker only (repeatable), e.g. BATCH_SIZE_MAX=20000")
     parser.add_argument("--pin-servers", action="store_true", help="Typesense on half of the CPUs, Postgres,"
@@ -493,6 +514,12 @@ def main(argv: list[str] | None = None) -> int:
     if not (worker_src / "worker" / "__main__.py").is_file() or not (worker_src / "utils").is_dir():
         parser.error(f"--worker-src {worker_src} has no worker/__main__.py and utils/")
     args.source = describe_source(worker_src)
+    before_src = Path(args.before_src).resolve() if args.before_src else None
+    if ("before" in contenders) != (before_src is not None):
+        parser.error("the contender `before` and --before-src go together")
+    if before_src is not None and not (before_src / "worker" / "__main__.py").is_file():
+        parser.error(f"--before-src {before_src} has no worker/__main__.py")
+    args.before_source = describe_source(before_src) if before_src else None
     out_dir = Path(args.out or tempfile.mkdtemp(prefix="bench-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     dotenvs = [str(d / ".env") for d in (out_dir.resolve(), *out_dir.resolve().parents) if (d / ".env").is_file()]
@@ -524,11 +551,12 @@ def main(argv: list[str] | None = None) -> int:
                 reseed_s.append(seconds)
                 run_dir = out_dir / f"{name}-{rep}"
                 print(f"bench: run {rep}/{args.repeat} {name}: reseeded in {seconds:.1f}s, running...", flush=True)
-                m = run_contender(name, services, settings, summary, run_dir, meter, args.rows, worker_src,
+                src = before_src if name == "before" else worker_src
+                m = run_contender(name, services, settings, summary, run_dir, meter, args.rows, src,
                                   worker_settings, args.py_spy)
                 results[name].append(m)
                 extra = ""
-                if name == "worker" and m.get("rows_per_s:products"):
+                if name in WORKERS and m.get("rows_per_s:products"):
                     extra = f", products phase {m['rows_per_s:products']:,.0f} rows/s"
                 print(f"bench:   {name}: {m['wall']:.2f}s, {m['rows_per_s']:,.0f} rows/s, peak RSS"
                       f" {m['rss_mb']:.1f} MB{extra}, end state {'OK' if m['verify']['ok'] else 'WRONG'}", flush=True)
