@@ -119,6 +119,7 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
         options = EngineOptions(
             owner=default_owner(),
             lease_ttl_seconds=settings.lease_ttl_seconds,
+            dry_run=settings.dry_run,
             pipeline=PipelineOptions(
                 depth=settings.pipeline_depth,
                 sleep_between_batches=settings.sleep_between_batches,

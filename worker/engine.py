@@ -41,6 +41,8 @@ class EngineOptions:
     #: How long to wait at start for another worker's lease to expire before giving up.
     lease_wait_seconds: float | None = None
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
+    #: A dry run writes nothing, so a phase's second walk would find what its first found.
+    dry_run: bool = False
 
 
 class Engine:
@@ -154,7 +156,7 @@ class Engine:
             if phase.passes_counter:
                 cp.add({phase.passes_counter: 1})
             found = phase.differences(cp.phase_counters)
-            if found == 0 or cp.phase_pass >= phase.max_passes:
+            if found == 0 or cp.phase_pass >= (1 if self.options.dry_run else phase.max_passes):
                 cp.differences = found
                 self._save(cp)
                 return

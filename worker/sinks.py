@@ -1,11 +1,11 @@
 """Where a job's writes go: the real servers, or nowhere (dry run).
 
 Dry-run lives here and only here, so neither the engine nor a job needs `if dry_run:` around
-each write. Every DDL and DML statement a job runs goes through a sink: `execute` for one
-statement, `transaction` for several in one transaction (writes and the reads that must see
-them), `scratch_transaction` for the job's own scratch tables. The dry-run sink still reads, so
-its report is real: an index update of a document that does not exist is reported as the 404
-the real import would have answered. Its only writes are to scratch tables in `pg_temp`, which
+each write. Every DDL and DML statement a job runs goes through a sink: `transaction` for one
+or several in one transaction (writes and the reads that must see them), `scratch_transaction`
+for the job's own scratch tables. The dry-run sink still reads, so its report is real: an index
+update of a document that does not exist is reported as the 404 the real import would have
+answered. Its only writes are to scratch tables in `pg_temp`, which
 belong to the dry run's own session and vanish with it: a dry run beside a running worker
 cannot touch that worker's scratch table, nor any other table.
 """
@@ -48,11 +48,6 @@ class Transaction:
 
 
 class Sink(Protocol):
-    dry_run: bool
-
-    def execute(self, statement: sql.Composable, params: Params = ()) -> int:
-        """Run one write statement in its own transaction; return the rows it changed."""
-
     def transaction(self) -> Iterator[Transaction]:
         """Several statements in one transaction, committed at the end of the `with` block."""
 
@@ -71,16 +66,10 @@ class Sink(Protocol):
 
 
 class LiveSink:
-    dry_run = False
-
     def __init__(self, pg: Postgres, index: TypesenseIndex, before_write: Callable[[], None] = lambda: None):
         """`before_write` runs right before each write is made final (a commit, an import) and
         may refuse it by raising: a worker whose lease was taken over writes nothing more."""
         self._pg, self._index, self._before_write = pg, index, before_write
-
-    def execute(self, statement: sql.Composable, params: Params = ()) -> int:
-        with self.transaction() as tx:
-            return tx.write(statement, params)
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
@@ -109,11 +98,6 @@ class LiveSink:
 class DryRunSink(LiveSink):
     """Counts what would be written; writes nothing to Postgres, Typesense or MongoDB. It keeps
     the live sink's `scratch_transaction`: those statements touch only `pg_temp`."""
-
-    dry_run = True
-
-    def execute(self, statement: sql.Composable, params: Params = ()) -> int:
-        return 0
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

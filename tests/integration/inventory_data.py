@@ -149,6 +149,12 @@ def load(env: dict[str, str], data: Dataset) -> None:
         assert not report.failed, report.failed[:3]
 
 
+def products_sql(env: dict[str, str], statement: str, *params) -> None:
+    """Run `statement` with `{t}` standing for the products table (as the application would)."""
+    with pg_connect(env) as conn:
+        conn.execute(sql.SQL(statement).format(t=sql.Identifier(*table_parts(env))), params)
+
+
 def pg_rows(env: dict[str, str]) -> dict[str, int | None]:
     with pg_connect(env) as conn:
         rows = conn.execute(sql.SQL("SELECT id, deleted_at FROM {}").format(sql.Identifier(*table_parts(env)))).fetchall()

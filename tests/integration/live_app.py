@@ -37,6 +37,7 @@ class LiveApp(threading.Thread):
         self.inserted: list[int] = []
         self.behind_cursor = 0
         self.error: BaseException | None = None
+        self.seconds = 0.0  # how long it wrote
         self.top = 2 * len(keys)
         self._free_odd = set(range(1, self.top, 2))
         self._cursor = 0
@@ -66,8 +67,9 @@ class LiveApp(threading.Thread):
 
     def _loop(self, conn: Any, index: Any) -> None:
         interval = 1.0 / self.rate
-        next_at = time.monotonic()
+        started = next_at = time.monotonic()
         while not self.halt.is_set():
+            self.seconds = time.monotonic() - started
             if self._products_cursor() >= self.top:
                 return
             op = self.rng.choices(("delete", "restore", "insert"), weights=(4, 3, 3))[0]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from psycopg import sql
 
 from tests.integration.inventory_data import (
     assert_backfilled,
@@ -13,17 +12,11 @@ from tests.integration.inventory_data import (
     index_for,
     load,
     make_dataset,
-    pg_connect,
     pg_rows,
+    products_sql,
     run_worker,
-    table_parts,
 )
 from tests.servers import free_port
-
-
-def products_sql(env, statement: str, *params) -> None:
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL(statement).format(t=sql.Identifier(*table_parts(env))), params)
 
 
 def failure_lines(env) -> list[str]:

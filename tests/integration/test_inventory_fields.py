@@ -19,7 +19,6 @@ from worker.stop import StopFlag, StopRequested
 from tests.integration.inventory_data import (
     assert_backfilled,
     checkpoint,
-    pg_connect,
     events,
     index_documents,
     kill,

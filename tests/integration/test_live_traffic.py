@@ -112,7 +112,7 @@ def test_a_live_application_and_kills_leave_both_stores_in_agreement(worker_env,
     passes = reconcile_passes(log_text)
     print(
         f"\nlive traffic (seed {seed}, reconcile {'on' if reconcile else 'off'}): app ops {dict(app.ops)},"
-        f" {app.writes} writes, {len(app.inserted)} inserts ({app.behind_cursor} behind the cursor);"
+        f" {app.writes} writes in {app.seconds:.1f}s ({app.writes / max(app.seconds, 0.001):.0f}/s), {len(app.inserted)} inserts ({app.behind_cursor} behind the cursor);"
         f" kills {kills}; reconcile passes {passes}; status {cp['status']}; counters {cp['counters']};"
         f" verify {report['differences']} {json.dumps(report['by_kind'])}; problems {problems}"
     )

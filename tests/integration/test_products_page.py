@@ -8,7 +8,16 @@ from __future__ import annotations
 import pytest
 from psycopg import sql
 
-from tests.integration.inventory_data import DELETED_AT, index_documents, load, make_dataset, pg_connect, pg_rows, table_parts
+from tests.integration.inventory_data import (
+    DELETED_AT,
+    index_documents,
+    load,
+    make_dataset,
+    pg_connect,
+    pg_rows,
+    products_sql,
+    table_parts,
+)
 from worker.config import load_settings
 from worker.jobs.inventory_fields import BackfillProducts, InventoryFieldsJob, ProductsBatch
 from worker.resources import Resources
@@ -26,11 +35,6 @@ def _selected(env: dict[str, str], batch: ProductsBatch) -> set[str]:
         table = sql.Identifier(*table_parts(env))
         rows = conn.execute(sql.SQL("SELECT id::text FROM {} WHERE {}").format(table, where), params).fetchall()
     return {key for (key,) in rows}
-
-
-def _products_sql(env: dict[str, str], statement: str, *params) -> None:
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL(statement).format(t=sql.Identifier(*table_parts(env))), params)
 
 
 @pytest.mark.parametrize("key_type", ["int", "uuid", "text"])
@@ -60,13 +64,13 @@ def test_a_split_page_reads_its_rows_again_with_any_row_added_since(worker_env):
     range since the fetch must be among them: the checkpoint will move past the whole range."""
     data = make_dataset(300, "int")
     load(worker_env, data)
-    _products_sql(worker_env, "DELETE FROM {t} WHERE id = 50")
+    products_sql(worker_env, "DELETE FROM {t} WHERE id = 50")
 
     with Resources.open(load_settings(worker_env)) as resources:
         phase = _products_phase(resources)
         page = phase.fetch(None, 100)
         assert (len(page), page.last_key) == (100, 101)
-        _products_sql(worker_env, "INSERT INTO {t} (id, created_at, deleted_at) VALUES (50, now(), NULL)")
+        products_sql(worker_env, "INSERT INTO {t} (id, created_at, deleted_at) VALUES (50, now(), NULL)")
         left, right = page[:50], page[50:]
 
     keys = [row[0] for row in (*left, *right)]
@@ -87,9 +91,9 @@ def test_a_batch_sends_what_postgres_holds_when_it_writes_not_when_it_fetched(wo
     with Resources.open(load_settings(worker_env)) as resources:
         phase = _products_phase(resources)
         page = phase.fetch(None, 50)
-        _products_sql(worker_env, "UPDATE {t} SET deleted_at = %s WHERE id IN (%s, %s)", DELETED_AT + 5, null_row, zero_row)
-        _products_sql(worker_env, "DELETE FROM {t} WHERE id = 4")
-        _products_sql(worker_env, "INSERT INTO {t} (id, created_at, deleted_at) VALUES (4, now(), NULL)")
+        products_sql(worker_env, "UPDATE {t} SET deleted_at = %s WHERE id IN (%s, %s)", DELETED_AT + 5, null_row, zero_row)
+        products_sql(worker_env, "DELETE FROM {t} WHERE id = 4")
+        products_sql(worker_env, "INSERT INTO {t} (id, created_at, deleted_at) VALUES (4, now(), NULL)")
         result = phase.process(page)
 
     rows, docs = pg_rows(worker_env), index_documents(worker_env)
@@ -105,7 +109,7 @@ def test_a_batch_with_an_infinite_timestamp_writes_nothing(worker_env):
     rolled back, so the engine's split finds the NULL rows of the batch still NULL."""
     data = make_dataset(40, "int")
     load(worker_env, data)
-    _products_sql(worker_env, "UPDATE {t} SET created_at = 'infinity' WHERE id = 7")
+    products_sql(worker_env, "UPDATE {t} SET created_at = 'infinity' WHERE id = 7")
     before = pg_rows(worker_env)
 
     with Resources.open(load_settings(worker_env)) as resources:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pymongo
-from psycopg import sql
 
 from tests.integration.inventory_data import (
     DELETED_AT,
@@ -16,10 +15,9 @@ from tests.integration.inventory_data import (
     index_for,
     load,
     make_dataset,
-    pg_connect,
     pg_rows,
+    products_sql,
     run_worker,
-    table_parts,
 )
 from utils.typesense import EncodedDocuments
 
@@ -34,11 +32,6 @@ def run_without_reconcile_then_resume_at_it(env: dict[str, str]) -> None:
             {"$set": {"status": "interrupted", "phase": "reconcile", "last_id": None, "phase_done": 0,
                       "phase_pass": 1, "phase_counters": {}, "intents": []}},
         )
-
-
-def products_sql(env: dict[str, str], statement: str, *params) -> None:
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL(statement).format(t=sql.Identifier(*table_parts(env))), params)
 
 
 def verify(env: dict[str, str]) -> tuple[int, dict]:

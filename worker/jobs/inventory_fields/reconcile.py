@@ -102,8 +102,7 @@ class Reconcile(KeysetPhase):
         self.skip_recorded_failures = skip_recorded_failures
         # Pages are cheap (Postgres sums each up, and few entries differ): start at the largest.
         self.batch_size = ctx.settings.batch_size_max
-        # A dry run writes nothing, so a second pass would find the same differences again.
-        self.max_passes = 1 if ctx.dry_run else ctx.settings.reconcile_max_passes
+        self.max_passes = ctx.settings.reconcile_max_passes
         self.snapshot = IndexSnapshot(ctx, products, index_on="key")
         self.known: list[str] = []
 
