@@ -88,8 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         known = _as_worker_error(error)
         if known is None:
-            raise
-        return _fail(known, scrubber)
+            # A bug, not a condition we know: its traceback goes to the log, through the scrubber
+            # like every line, instead of raw to stderr.
+            log.exception("worker failed unexpectedly")
+        return _fail(known or error, scrubber)
 
 
 def _as_worker_error(error: Exception) -> WorkerError | None:
@@ -194,6 +196,7 @@ def status_report(cp: Checkpoint, lease: dict[str, Any] | None) -> dict[str, Any
         "job": cp.job,
         "status": str(cp.status),
         "phase": cp.phase,
+        "pass": cp.phase_pass,
         "last_id": cp.last_id,
         "batch_no": cp.batch_no,
         "phase_rows": f"{cp.phase_done}/{cp.phase_total if cp.phase_total is not None else '?'}",
@@ -232,12 +235,14 @@ def reset(settings: Settings, confirmed: bool, force: bool = False) -> int:
     return 0
 
 
-def _fail(error: WorkerError, scrubber: log_setup.SecretScrubber) -> int:
+def _fail(error: Exception, scrubber: log_setup.SecretScrubber) -> int:
+    """One line on stderr, and its exit code (1 for an error that is not a WorkerError)."""
+    exit_code = error.exit_code if isinstance(error, WorkerError) else WorkerError.exit_code
     # One line: libpq and others put hints on lines of their own.
     message = " ".join(scrubber.scrub(f"{type(error).__name__}: {error}").split())
-    log.error("worker failed", error=message, exit_code=error.exit_code)
+    log.error("worker failed", error=message, exit_code=exit_code)
     print(f"error: {message}", file=sys.stderr)
-    return error.exit_code
+    return exit_code
 
 
 def _force_exit(reason: str) -> None:

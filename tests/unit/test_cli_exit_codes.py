@@ -45,3 +45,20 @@ def test_every_row_of_a_batch_failing_exits_7_with_one_line(cli_env, monkeypatch
     assert err.count("\n") == 1 and err.startswith("error: SystemicBatchError: phase products: all 40 rows"), err
     # libpq's second line joins the first; "postgres" is data here, not the password.
     assert err.endswith('violates check constraint "c" DETAIL: Failing row contains (1, postgres).\n'), err
+
+
+def test_an_unexpected_error_exits_1_with_one_line_and_its_traceback_in_the_log_without_secrets(cli_env, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://app:Secr3t-pw-4711@db.internal/shop")
+
+    def run(settings, retry_failures=False):
+        raise RuntimeError("could not parse postgresql://app:Secr3t-pw-4711@db.internal/shop")
+
+    monkeypatch.setattr(cli, "run", run)
+
+    code = cli.main(["run"])
+
+    assert code == 1
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("error: RuntimeError: could not parse postgresql://app:***@db.internal"), err
+    assert "Traceback (most recent call last)" in out and "in run" in out, "the traceback is in the log"
+    assert "Secr3t-pw-4711" not in out + err
