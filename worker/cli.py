@@ -21,7 +21,7 @@ from utils import logging as log_setup
 from utils.pg import AuthenticationFailed, DatabaseMissing
 from utils.typesense import Unauthorized
 from worker.checkpoint import Checkpoint, MemoryCheckpointStore
-from worker.config import Settings, load_settings
+from worker.config import Settings, load_settings, require_stores
 from worker.engine import Engine, EngineOptions
 from worker.exceptions import AccessDenied, ConfigError, SchemaMismatch, WorkerError
 from worker.jobs import JOBS, job_class
@@ -70,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides["dry_run"] = True  # verify writes nothing: its scratch tables are temporary
     try:
         settings = load_settings(**overrides)
-        job_class(settings.job)
+        job_cls = job_class(settings.job)
+        if command in ("run", "retry", "verify"):  # the commands that use the job's own stores
+            require_stores(settings, job_cls.stores, job_cls.name)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return error.exit_code
@@ -113,8 +115,9 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
     stop = StopFlag()
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
     policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
-    with Resources.open(settings) as resources:
-        job = job_class(settings.job)(resources.job_context(stop))
+    job_cls = job_class(settings.job)
+    with Resources.open(settings, job_cls.stores) as resources:
+        job = job_cls(resources.job_context(stop))
         store = resources.checkpoints
         if settings.dry_run:
             store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.checkpoint_id), what="checkpoint: load", stop=stop))
@@ -141,8 +144,9 @@ def verify(settings: Settings, as_json: bool) -> int:
     """The job's read-only comparison: differences by kind with a few example keys."""
     stop = StopFlag()
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
-    with Resources.open(settings) as resources:
-        job = job_class(settings.job)(resources.job_context(stop))
+    job_cls = job_class(settings.job)
+    with Resources.open(settings, job_cls.stores) as resources:
+        job = job_cls(resources.job_context(stop))
         policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
         policy.call(job.check, what="preflight checks", stop=stop)
         found = policy.call(job.verify, what=f"{job.name}: verify", stop=stop)

@@ -273,12 +273,25 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         log_format=r.choice("LOG_FORMAT", _default_log_format(), ("json", "console")),
         log_level=r.choice("LOG_LEVEL", Settings.log_level, ("debug", "info", "warning", "error")).upper(),
     )
-    if not values["typesense_api_key"]:
-        raise ConfigError("TYPESENSE_API_KEY", "is required")
     if r.raw("BATCH_SIZE_MIN") and values["batch_size_min"] > values["batch_size_max"]:  # type: ignore[operator]
         raise ConfigError("BATCH_SIZE_MIN", f"must not exceed BATCH_SIZE_MAX ({values['batch_size_max']})")
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]
+
+
+#: Stores a job may use besides Postgres and MongoDB (always), and the variable each requires.
+STORE_REQUIRES = {"typesense": ("typesense_api_key", "TYPESENSE_API_KEY")}
+
+
+def require_stores(settings: Settings, stores: frozenset[str], job: str) -> None:
+    """ConfigError naming the first variable a store of `stores` needs and lacks: a variable
+    is required only by a job that uses its store."""
+    for store in sorted(stores):
+        if store not in STORE_REQUIRES:
+            raise ConfigError("JOB", f"{job!r} uses an unknown store {store!r} (known: {', '.join(STORE_REQUIRES)})")
+        field_name, variable = STORE_REQUIRES[store]
+        if not getattr(settings, field_name):
+            raise ConfigError(variable, f"is required (job {job!r} uses {store})")
 
 
 def _default_log_format() -> str:

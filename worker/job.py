@@ -52,7 +52,8 @@ class JobContext:
 
     settings: Settings
     pg: Postgres
-    index: TypesenseIndex
+    #: The search index, for a job whose `stores` include "typesense"; None otherwise.
+    index: TypesenseIndex | None
     sink: Sink
     #: The failures recorded so far, to read (the engine records them); in a dry run too.
     failures: "FailureStore | None" = None
@@ -207,6 +208,9 @@ class Job(ABC):
     name: ClassVar[str]
     #: The checkpoint document's `_id`.
     checkpoint_id: ClassVar[str]
+    #: The stores the job uses besides Postgres and MongoDB (see config.STORE_REQUIRES): only
+    #: these are configured, required, preflighted and throttled on.
+    stores: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, ctx: JobContext):
         self.ctx = ctx

@@ -20,20 +20,22 @@ from worker.job import JobContext
 from worker.lease import check_lease
 from worker.sinks import DryRunSink, LiveSink, Sink
 from worker.stop import StopFlag
-from worker.throttle import PostgresActivity, Throttler, TypesenseHealth
+from worker.throttle import Indicator, PostgresActivity, Throttler, TypesenseHealth
 
 
 @dataclass
 class Resources:
     settings: Settings
     pg: Postgres
-    index: TypesenseIndex
+    #: Built only for a run whose job uses Typesense (`stores`).
+    index: TypesenseIndex | None
     mongo_client: pymongo.MongoClient
     checkpoints: MongoCheckpointStore
     failures: MongoFailureStore
 
     @classmethod
-    def open(cls, settings: Settings) -> "Resources":
+    def open(cls, settings: Settings, stores: frozenset[str] = frozenset()) -> "Resources":
+        """The clients of Postgres and MongoDB, and of each store in `stores`."""
         client, db = mongo.connect(settings.mongo_uri, settings.mongo_db_name)
         return cls(
             settings=settings,
@@ -46,7 +48,9 @@ class Resources:
                 settings.typesense_api_key,
                 settings.typesense_collection,
                 settings.typesense_timeout_seconds,
-            ),
+            )
+            if "typesense" in stores
+            else None,
             mongo_client=client,
             checkpoints=MongoCheckpointStore(db[settings.mongo_checkpoint_collection]),
             failures=MongoFailureStore(db[settings.mongo_failures_collection]),
@@ -59,10 +63,11 @@ class Resources:
 
     def throttler(self, stop: StopFlag) -> Throttler:
         s = self.settings
-        indicators = [
-            PostgresActivity(self.pg, s.throttle_pg_max_active, s.throttle_pg_max_replication_lag_seconds),
-            TypesenseHealth(self.index, s.throttle_ts_max_pending_writes),
+        indicators: list[Indicator] = [
+            PostgresActivity(self.pg, s.throttle_pg_max_active, s.throttle_pg_max_replication_lag_seconds)
         ]
+        if self.index is not None:
+            indicators.append(TypesenseHealth(self.index, s.throttle_ts_max_pending_writes))
         return Throttler(indicators, stop, s.throttle_check_seconds)
 
     def failure_store(self) -> FailureStore:
@@ -75,7 +80,8 @@ class Resources:
 
     def close(self) -> None:
         self.pg.close()
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
         self.mongo_client.close()
 
     def __enter__(self) -> "Resources":

@@ -15,6 +15,7 @@ import structlog
 import tenacity
 
 from utils import pg, typesense
+from utils.http import HttpUnavailable
 from worker.exceptions import ServiceUnavailable
 from worker.stop import StopFlag
 
@@ -26,13 +27,16 @@ _SERVICES: tuple[tuple[str, tuple[type[BaseException], ...]], ...] = (
     ("mongodb", (pymongo.errors.ConnectionFailure,)),
 )
 
-#: Every exception type worth another attempt.
-RETRYABLE: tuple[type[BaseException], ...] = tuple(t for _, types in _SERVICES for t in types)
+#: Every exception type worth another attempt. HttpUnavailable names its own service (checked
+#: first: an HTTP provider's errors are not Typesense's, though both travel over httpx).
+RETRYABLE: tuple[type[BaseException], ...] = (HttpUnavailable, *(t for _, types in _SERVICES for t in types))
 
 log = structlog.get_logger("worker.retry")
 
 
 def service_of(error: BaseException) -> str:
+    if isinstance(error, HttpUnavailable):
+        return error.service
     for name, types in _SERVICES:
         if isinstance(error, types):
             return name
@@ -51,8 +55,8 @@ class RetryPolicy:
         """Run `fn`, retrying transient failures; raise ServiceUnavailable when attempts run out."""
         retrying = tenacity.Retrying(
             retry=tenacity.retry_if_exception_type(RETRYABLE),
-            wait=tenacity.wait_random_exponential(
-                multiplier=self.initial_wait_seconds, max=self.max_wait_seconds
+            wait=_AtLeastRetryAfter(
+                tenacity.wait_random_exponential(multiplier=self.initial_wait_seconds, max=self.max_wait_seconds)
             ),
             stop=self._stop_condition(),
             sleep=stop.sleep,
@@ -70,6 +74,19 @@ class RetryPolicy:
         if self.max_attempts is not None:
             condition = condition | tenacity.stop_after_attempt(self.max_attempts)
         return condition
+
+
+class _AtLeastRetryAfter(tenacity.wait.wait_base):
+    """The backoff, or longer when the service said how long to wait (HTTP 429 Retry-After)."""
+
+    def __init__(self, backoff: tenacity.wait.wait_base):
+        self.backoff = backoff
+
+    def __call__(self, state: tenacity.RetryCallState) -> float:
+        wait = self.backoff(state)
+        error = state.outcome.exception() if state.outcome else None
+        retry_after = getattr(error, "retry_after", None)
+        return max(wait, retry_after) if retry_after is not None else wait
 
 
 def _log_retry(what: str, state: tenacity.RetryCallState) -> None:

@@ -66,7 +66,7 @@ class Sink(Protocol):
 
 
 class LiveSink:
-    def __init__(self, pg: Postgres, index: TypesenseIndex, before_write: Callable[[], None] = lambda: None):
+    def __init__(self, pg: Postgres, index: TypesenseIndex | None, before_write: Callable[[], None] = lambda: None):
         """`before_write` runs right before each write is made final (a commit, an import) and
         may refuse it by raising: a worker whose lease was taken over writes nothing more."""
         self._pg, self._index, self._before_write = pg, index, before_write
@@ -88,11 +88,17 @@ class LiveSink:
 
     def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         self._before_write()
-        return self._index.import_documents(documents, action)
+        return self._search_index.import_documents(documents, action)
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None:
         self._before_write()
-        self._index.add_fields(fields)
+        self._search_index.add_fields(fields)
+
+    @property
+    def _search_index(self) -> TypesenseIndex:
+        if self._index is None:
+            raise RuntimeError("the job writes to Typesense, but its `stores` do not include typesense")
+        return self._index
 
 
 class DryRunSink(LiveSink):
@@ -112,7 +118,7 @@ class DryRunSink(LiveSink):
     def import_documents(self, documents: EncodedDocuments, action: str) -> ImportReport:
         if action != "update":
             return ImportReport(len(documents), [])
-        existing = self._index.existing_ids(list(documents.ids))
+        existing = self._search_index.existing_ids(list(documents.ids))
         missing = [ImportFailure(i, 404, "not found (dry run)") for i in documents.ids if i not in existing]
         return ImportReport(len(documents) - len(missing), missing)
 

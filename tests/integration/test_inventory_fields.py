@@ -255,7 +255,7 @@ def test_a_stop_while_the_scratch_table_loads_rolls_the_load_back(worker_env, mo
     data = make_dataset(20_000)
     load(worker_env, data)
     stop = StopFlag()
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         ctx = resources.job_context(stop)
         index_only = InventoryFieldsJob(ctx).phases()[2]
         index_only.prepare(False)  # an earlier start's table
@@ -283,7 +283,7 @@ def test_index_only_rows_read_back_for_a_retry_are_flagged_as_the_walk_flags_the
     then) and must tell product documents from index-only ones by the same rule as the walk."""
     data = make_dataset(60, "int")
     load(worker_env, data)
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         phases = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
         index_only = next(p for p in phases if isinstance(p, DefaultIndexOnly))
         asked = [*data.index_only_ids, "5", "no-such-document"]
@@ -299,7 +299,7 @@ def test_ensure_schema_changes_the_index_once_the_early_export_streams(worker_en
     for the index_only phase's early export to stream first, so that export reads alongside it."""
     data = make_dataset(60, "int")
     load(worker_env, data)
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         ensure, _, index_only, *_ = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
         altering = threading.Thread(target=ensure.run)
         altering.start()
@@ -317,7 +317,7 @@ def test_ensure_schema_changes_the_index_once_the_early_export_streams(worker_en
 def test_ensure_schema_waits_for_an_export_that_never_starts_only_so_long(worker_env, monkeypatch):
     monkeypatch.setattr(EnsureSchema, "export_wait_seconds", 0.5)
     load(worker_env, make_dataset(10, "int"))
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         ensure = InventoryFieldsJob(resources.job_context(StopFlag())).phases()[0]
         started = time.monotonic()
         ensure.run()

@@ -43,7 +43,7 @@ def test_a_fetched_page_sums_up_the_rows_it_stands_for(worker_env, key_type):
     load(worker_env, data)
     ordered = sorted(data.products, key=lambda p: p[0])
 
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         phase = _products_phase(resources)
         after = None
         for _ in range(3):
@@ -66,7 +66,7 @@ def test_a_split_page_reads_its_rows_again_with_any_row_added_since(worker_env):
     load(worker_env, data)
     products_sql(worker_env, "DELETE FROM {t} WHERE id = 50")
 
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         phase = _products_phase(resources)
         page = phase.fetch(None, 100)
         assert (len(page), page.last_key) == (100, 101)
@@ -88,7 +88,7 @@ def test_a_batch_sends_what_postgres_holds_when_it_writes_not_when_it_fetched(wo
     null_row, zero_row = 2, 3  # make_dataset: even keys NULL, odd keys 0 (but every 11th deleted)
     assert (data.expected_rows()["2"], pg_rows(worker_env)["2"], pg_rows(worker_env)["3"]) == (0, None, 0)
 
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         phase = _products_phase(resources)
         page = phase.fetch(None, 50)
         products_sql(worker_env, "UPDATE {t} SET deleted_at = %s WHERE id IN (%s, %s)", DELETED_AT + 5, null_row, zero_row)
@@ -112,7 +112,7 @@ def test_a_batch_with_an_infinite_timestamp_writes_nothing(worker_env):
     products_sql(worker_env, "UPDATE {t} SET created_at = 'infinity' WHERE id = 7")
     before = pg_rows(worker_env)
 
-    with Resources.open(load_settings(worker_env)) as resources:
+    with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
         phase = _products_phase(resources)
         with pytest.raises(OverflowError, match="7"):
             phase.process(phase.fetch(None, 40))

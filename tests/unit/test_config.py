@@ -1,6 +1,6 @@
 import pytest
 
-from worker.config import Settings, TableName, load_settings
+from worker.config import Settings, TableName, load_settings, require_stores
 from worker.exceptions import ConfigError
 
 BASE = {"TYPESENSE_API_KEY": "ts-secret-key", "DB_PASSWORD": "pg-secret-pw"}
@@ -44,9 +44,14 @@ def test_each_bad_value_names_the_variable(name, value, words):
     assert str(caught.value).startswith(name)
 
 
-def test_missing_api_key_is_an_error():
-    with pytest.raises(ConfigError, match="TYPESENSE_API_KEY is required"):
-        load_settings({})
+def test_the_api_key_is_required_only_by_a_job_that_uses_typesense():
+    settings = load_settings({})
+    require_stores(settings, frozenset(), "postgres_only")
+    with pytest.raises(ConfigError, match=r"TYPESENSE_API_KEY is required \(job 'inventory_fields' uses typesense\)"):
+        require_stores(settings, frozenset({"typesense"}), "inventory_fields")
+    require_stores(load(), frozenset({"typesense"}), "inventory_fields")
+    with pytest.raises(ConfigError, match="unknown store 'solr'"):
+        require_stores(settings, frozenset({"solr"}), "x")
 
 
 def test_uri_errors_never_echo_the_value():

@@ -30,6 +30,7 @@ __all__ = ["BackfillProducts", "DefaultIndexOnly", "EnsureSchema", "InventoryFie
 class InventoryFieldsJob(Job):
     name = "inventory_fields"
     checkpoint_id = "backfill_inventory_fields"
+    stores = frozenset({"typesense"})
 
     def phases(self) -> Sequence[Phase]:
         products = ProductsTable(self.ctx)
