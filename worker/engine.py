@@ -17,7 +17,7 @@ import structlog
 
 from worker.batches import BatchRunner
 from worker.checkpoint import Checkpoint, CheckpointStore, Status, add_counters
-from worker.exceptions import LeaseHeld, LeaseLost, WorkerError
+from worker.exceptions import LeaseHeld, LeaseLost, UnknownPhase
 from worker.failures import FailureStore
 from worker.job import Job, KeysetPhase, Phase, Step
 from worker.lease import LEASE_LOST, Heartbeat
@@ -28,10 +28,6 @@ from worker.throttle import Throttler
 
 T = TypeVar("T")
 log = structlog.get_logger("worker.engine")
-
-
-class UnknownPhase(WorkerError):
-    """The checkpoint names a phase this job does not have (the job changed under it)."""
 
 
 @dataclass(frozen=True)

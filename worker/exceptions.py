@@ -73,6 +73,10 @@ class SystemicBatchError(WorkerError):
     exit_code = 7
 
 
+class UnknownPhase(WorkerError):
+    """The checkpoint names a phase this job does not have (the job changed under it)."""
+
+
 class UnknownJob(ConfigError):
     def __init__(self, name: str, known: list[str]):
         super().__init__("JOB", f"names no known job: {name!r} (known: {', '.join(known)})")
