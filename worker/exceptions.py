@@ -73,6 +73,15 @@ class SystemicBatchError(WorkerError):
     exit_code = 7
 
 
+class SourceError(WorkerError):
+    """A file source cannot be staged at all (no such file or directory, an unreadable file, a
+    staging table with other columns)."""
+
+
+class SourceChanged(SourceError):
+    """A file already staged is not what it was: restaging it would mix two versions."""
+
+
 class UnknownPhase(WorkerError):
     """The checkpoint names a phase this job does not have (the job changed under it)."""
 
