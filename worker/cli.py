@@ -12,7 +12,8 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Sequence
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import pymongo.errors
 import structlog
@@ -24,6 +25,7 @@ from worker.checkpoint import Checkpoint, MemoryCheckpointStore
 from worker.config import Settings, load_settings, require_stores
 from worker.engine import Engine, EngineOptions
 from worker.exceptions import AccessDenied, ConfigError, SchemaMismatch, WorkerError
+from worker.job import Job
 from worker.jobs import JOBS, job_class
 from worker.lease import default_owner
 from worker.pipeline import PipelineOptions
@@ -111,13 +113,21 @@ def _as_worker_error(error: Exception) -> WorkerError | None:
     return None
 
 
-def run(settings: Settings, retry_failures: bool = False) -> int:
+@contextmanager
+def _job_run(settings: Settings) -> Iterator[tuple[Job, Resources, StopFlag, RetryPolicy]]:
+    """The job of `settings` with the clients of its stores, a stop flag its signals set, and
+    the retry policy: what `run`, `retry` and `verify` share."""
     stop = StopFlag()
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
-    policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
     job_cls = job_class(settings.job)
     with Resources.open(settings, job_cls.stores) as resources:
-        job = job_cls(resources.job_context(stop))
+        yield job_cls(resources.job_context(stop)), resources, stop, RetryPolicy(
+            settings.retry_timeout_seconds, settings.retry_max_wait_seconds
+        )
+
+
+def run(settings: Settings, retry_failures: bool = False) -> int:
+    with _job_run(settings) as (job, resources, stop, policy):
         store = resources.checkpoints
         if settings.dry_run:
             store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.checkpoint_id), what="checkpoint: load", stop=stop))
@@ -142,12 +152,7 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
 
 def verify(settings: Settings, as_json: bool) -> int:
     """The job's read-only comparison: differences by kind with a few example keys."""
-    stop = StopFlag()
-    install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
-    job_cls = job_class(settings.job)
-    with Resources.open(settings, job_cls.stores) as resources:
-        job = job_cls(resources.job_context(stop))
-        policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
+    with _job_run(settings) as (job, _, stop, policy):
         policy.call(job.check, what="preflight checks", stop=stop)
         found = policy.call(job.verify, what=f"{job.name}: verify", stop=stop)
     report = {"job": job.name, **found.report()}
