@@ -61,10 +61,6 @@ class JobContext:
     #: stop request: call `stop.sleep(0)`, which raises StopRequested. Batches need nothing.
     stop: StopFlag = field(default_factory=StopFlag)
 
-    @property
-    def dry_run(self) -> bool:
-        return self.settings.dry_run
-
 
 class Page(Sequence[Row], Generic[S]):
     """A page that `fetch` had the database sum up: its size, its last key and what the phase

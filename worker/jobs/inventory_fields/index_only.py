@@ -12,7 +12,7 @@ from utils.keyset import Key, KeyKind, KeysetQuery
 from utils.typesense import EncodedDocuments
 from worker.job import BatchResult, Counters, JobContext, KeysetPhase
 from worker.jobs.inventory_fields.index_snapshot import IndexSnapshot
-from worker.jobs.inventory_fields.products_table import NEW_FIELDS, ProductsTable, read_results
+from worker.jobs.inventory_fields.products_table import EXPORT_FIELDS, NEW_FIELDS, ProductsTable, read_results
 
 
 class DefaultIndexOnly(KeysetPhase):
@@ -62,7 +62,7 @@ class DefaultIndexOnly(KeysetPhase):
 
     def fetch_keys(self, keys: Sequence[Key]) -> Sequence[tuple]:
         """From the index itself: the snapshot is gone once the phase has finished."""
-        found = {d["id"]: d for d in self.ctx.index.export_by_ids([str(k) for k in keys], ",".join(("id", *NEW_FIELDS)))}
+        found = {d["id"]: d for d in self.ctx.index.export_by_ids([str(k) for k in keys], EXPORT_FIELDS)}
         in_products = self.products.existing_keys(found)
         return [
             (doc_id, found[doc_id].get("created_at"), found[doc_id].get("deleted_at"), doc_id not in in_products)

@@ -14,7 +14,7 @@ import threading
 from psycopg import sql
 
 from worker.job import JobContext
-from worker.jobs.inventory_fields.products_table import NEW_FIELDS, ProductsTable, count_rows
+from worker.jobs.inventory_fields.products_table import EXPORT_FIELDS, NEW_FIELDS, ProductsTable, count_rows
 
 # COPY as CSV with control characters for quote and delimiter: JSON never holds them unescaped,
 # so each line of an export arrives whole in one jsonb column, parsed by Postgres.
@@ -46,7 +46,7 @@ class IndexSnapshot:
             cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(self.table))
             cur.execute(self._create())
             with cur.copy(_COPY_JSON_LINES.format(self.table)) as copy:
-                for chunk in self.ctx.index.export_lines(",".join(("id", *NEW_FIELDS))):
+                for chunk in self.ctx.index.export_lines(EXPORT_FIELDS):
                     self.started.set()  # streaming now: a schema change may go ahead
                     self.ctx.stop.sleep(0)  # a stop rolls the load back; the next start redoes it
                     copy.write(chunk)

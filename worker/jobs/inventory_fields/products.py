@@ -94,9 +94,6 @@ class BackfillProducts(KeysetPhase):
         they then stand; the import follows its commit. A retry does both again."""
         where, params = ProductsBatch.of(rows).where()
         with self.ctx.sink.transaction() as tx:
-            tx.write(
-                sql.SQL("UPDATE {} SET deleted_at = 0 WHERE {} AND deleted_at IS NULL").format(self.products.identifier, where),
-                params,
-            )
+            self.products.set_null_deleted_at(tx, where, params)
             documents = self.products.render_documents(tx, where, params)
         return read_results(self.ctx.sink.import_documents(documents, "update"), updated="index_docs_updated")

@@ -14,6 +14,8 @@ from worker.job import BatchResult, Failure, JobContext
 from worker.sinks import Transaction
 
 NEW_FIELDS = ("created_at", "deleted_at")
+#: What the job reads of each index document (`include_fields` of an export).
+EXPORT_FIELDS = ",".join(("id", *NEW_FIELDS))
 _TIMESTAMP_TYPES = ("timestamp with time zone", "timestamp without time zone")
 _INTEGER_TYPES = ("smallint", "integer", "bigint")
 
@@ -78,6 +80,12 @@ class ProductsTable:
 
     def count(self) -> int:
         return count_rows(self.ctx, self.identifier)
+
+    def set_null_deleted_at(self, tx: Transaction, where: sql.Composable, params: Sequence) -> int:
+        """`deleted_at = 0` for the products `where` selects whose `deleted_at` is NULL, and
+        only those: a product the application deleted meanwhile keeps its timestamp."""
+        statement = sql.SQL("UPDATE {} SET deleted_at = 0 WHERE {} AND deleted_at IS NULL").format(self.identifier, where)
+        return tx.write(statement, params)
 
     def render_documents(self, tx: Transaction, where: sql.Composable, params: Sequence) -> EncodedDocuments:
         """The partial documents of the products `where` selects, as they stand in `tx` now:

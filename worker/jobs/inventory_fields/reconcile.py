@@ -29,7 +29,7 @@ from utils.pg import ROW_ERRORS
 from utils.typesense import EncodedDocuments
 from worker.job import BatchResult, Counters, Differences, JobContext, KeysetPhase, Page
 from worker.jobs.inventory_fields.index_snapshot import IndexSnapshot
-from worker.jobs.inventory_fields.products_table import NEW_FIELDS, ProductsTable, read_results, unix_seconds
+from worker.jobs.inventory_fields.products_table import EXPORT_FIELDS, NEW_FIELDS, ProductsTable, read_results, unix_seconds
 
 KINDS = ("pg_deleted_at_null", "document_differs", "index_only_without_defaults")
 # How far the page of products reaches: its size and last key.
@@ -166,7 +166,7 @@ class Reconcile(KeysetPhase):
         """These entries compared afresh (to retry recorded failures): the documents from the
         index itself, the snapshot being gone once the phase has finished."""
         ids = [str(k) for k in keys]
-        found = list(self.ctx.index.export_by_ids(ids, ",".join(("id", *NEW_FIELDS))))
+        found = list(self.ctx.index.export_by_ids(ids, EXPORT_FIELDS))
         product_keys = [k for k in map(self.key_kind.parse_document_id, ids) if k is not None]
         documents = sql.SQL(
             "SELECT v.doc_id, {key} AS key, v.created_at, v.deleted_at"
@@ -186,10 +186,7 @@ class Reconcile(KeysetPhase):
         stale = EncodedDocuments("", 0)
         with self.ctx.sink.transaction() as tx:
             if batch.null_keys:
-                tx.write(
-                    sql.SQL("UPDATE {} SET deleted_at = 0 WHERE id = ANY(%s) AND deleted_at IS NULL").format(self.products.identifier),
-                    (batch.null_keys,),
-                )
+                self.products.set_null_deleted_at(tx, sql.SQL("id = ANY(%s)"), (batch.null_keys,))
             if batch.stale_keys:
                 stale = self.products.render_documents(tx, sql.SQL("id = ANY(%s)"), (batch.stale_keys,))
         documents = EncodedDocuments("\n".join(d.body for d in (stale, batch.defaults) if d.count), stale.count + batch.defaults.count)
