@@ -29,7 +29,7 @@ import typesense
 from psycopg import sql
 from pymongo import MongoClient
 
-from bench.common import EXPORT_PARAMS, NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
+from bench.common import EXPORT_PARAMS, NEW_FIELDS, count_import_result, emit_result, inventory_settings, pg_connect, settings_from_env, typesense_base, typesense_headers
 
 BATCH = 1000
 PAGE = 250
@@ -48,7 +48,8 @@ def main() -> int:
         "num_retries": 0,
     })
     collection = client.collections[s.typesense_collection]
-    table = sql.Identifier(s.products_table.schema, s.products_table.name)
+    products = inventory_settings().products_table
+    table = sql.Identifier(products.schema, products.name)
     counters = dict(rows_scanned=0, pg_rows_updated=0, index_docs_updated=0, missing_in_index=0,
                     index_docs_scanned=0, index_only_defaulted=0, index_only_already_set=0, failures=0,
                     index_fields_added=0)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any
+from typing import Any, Mapping
 
 import psycopg
 
 from worker.config import Settings, load_settings
+from worker.jobs.inventory_fields import InventoryFieldsJob
+from worker.jobs.inventory_fields.settings import InventorySettings
 
 #: Tables / collection the benchmark drops and recreates (never the worker's defaults).
 PRODUCTS_TABLE = "public.bench_products"
@@ -31,6 +33,11 @@ EXPORT_PARAMS = {"include_fields": ",".join(("id", *NEW_FIELDS)), "batch_size": 
 def settings_from_env() -> Settings:
     """The worker's settings from os.environ only (no `.env` lookup, like the worker run here)."""
     return load_settings(dict(os.environ))
+
+
+def inventory_settings(env: Mapping[str, str] | None = None) -> InventorySettings:
+    """The inventory job's own settings (tables) from `env`, by default os.environ only."""
+    return InventoryFieldsJob.read_settings(dict(os.environ) if env is None else env)
 
 
 def pg_connect(settings: Settings, **kw: Any) -> psycopg.Connection:

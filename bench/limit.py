@@ -32,14 +32,15 @@ from typing import Iterator
 import httpx
 from psycopg import sql
 
-from bench.common import EXPORT_PARAMS, NEW_FIELDS, count_import_result, emit_result, pg_connect, settings_from_env, typesense_base, typesense_headers
+from bench.common import EXPORT_PARAMS, NEW_FIELDS, count_import_result, emit_result, inventory_settings, pg_connect, settings_from_env, typesense_base, typesense_headers
 
 CHUNK_BYTES = 256 * 1024  # body chunks sent to Typesense
 
 
 def main() -> int:
     s = settings_from_env()
-    table = sql.Identifier(s.products_table.schema, s.products_table.name)
+    products = inventory_settings().products_table
+    table = sql.Identifier(products.schema, products.name)
     coll = s.typesense_collection
     base = typesense_base(s)
     http = httpx.Client(headers=typesense_headers(s), timeout=httpx.Timeout(3600.0, connect=10.0))

@@ -31,9 +31,10 @@ import httpx
 from psycopg import sql
 from pymongo import MongoClient
 
-from bench.common import COLLECTION, PRODUCTS_TABLE, SCRATCH_TABLE, parse_result, pg_connect, typesense_base, typesense_headers
+from bench.common import COLLECTION, PRODUCTS_TABLE, SCRATCH_TABLE, inventory_settings, parse_result, pg_connect, typesense_base, typesense_headers
 from worker.config import Settings, load_settings
 from worker.demo_seed import DemoSummary, seed_demo
+from worker.jobs.inventory_fields.settings import InventorySettings
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("worker", "baseline", "limit", "before")
@@ -153,17 +154,17 @@ def _cpu_count_in_proc_stat() -> int:
 # data
 
 
-def reseed(settings: Settings, rows: int, seed: int) -> tuple[DemoSummary, float]:
+def reseed(settings: Settings, inventory: InventorySettings, rows: int, seed: int) -> tuple[DemoSummary, float]:
     """Drop and seed the same data again, then VACUUM (FREEZE, ANALYZE) and CHECKPOINT, so no
     contender pays for the seed's hint bits, visibility map or dirty buffers."""
     started = time.monotonic()
     with pg_connect(settings, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(
-            sql.Identifier(settings.scratch_table.schema, settings.scratch_table.name)))
-    summary = seed_demo(settings, rows, "int", seed, drop=True)
+            sql.Identifier(inventory.scratch_table.schema, inventory.scratch_table.name)))
+    summary = seed_demo(settings, inventory.products_table, rows, "int", seed, drop=True)
     with pg_connect(settings, autocommit=True) as conn:
         conn.execute(sql.SQL("VACUUM (FREEZE, ANALYZE) {}").format(
-            sql.Identifier(settings.products_table.schema, settings.products_table.name)))
+            sql.Identifier(inventory.products_table.schema, inventory.products_table.name)))
         try:
             conn.execute("CHECKPOINT")
         except Exception:  # needs superuser (or pg_checkpoint) on an external server
@@ -171,9 +172,9 @@ def reseed(settings: Settings, rows: int, seed: int) -> tuple[DemoSummary, float
     return summary, time.monotonic() - started
 
 
-def verify(settings: Settings, summary: DemoSummary) -> dict[str, Any]:
+def verify(settings: Settings, inventory: InventorySettings, summary: DemoSummary) -> dict[str, Any]:
     """The job's end state: no NULL deleted_at in Postgres; every document has both fields."""
-    table = sql.Identifier(settings.products_table.schema, settings.products_table.name)
+    table = sql.Identifier(inventory.products_table.schema, inventory.products_table.name)
     with pg_connect(settings, autocommit=True) as conn:
         null_left = conn.execute(sql.SQL("SELECT count(*) FROM {} WHERE deleted_at IS NULL").format(table)).fetchone()[0]
     base, coll = typesense_base(settings), settings.typesense_collection
@@ -284,7 +285,7 @@ def worker_phases(stdout: str) -> dict[str, Any]:
     return out
 
 
-def run_contender(name: str, services: Any, settings: Settings, summary: DemoSummary, run_dir: Path,
+def run_contender(name: str, services: Any, settings: Settings, inventory: InventorySettings, summary: DemoSummary, run_dir: Path,
                   meter: CpuMeter, rows: int, worker_src: Path = REPO,
                   worker_settings: dict[str, str] | None = None, py_spy: str | None = None) -> dict[str, Any]:
     mongo_db = f"bench_{name}_{uuid.uuid4().hex[:8]}"
@@ -319,7 +320,7 @@ def run_contender(name: str, services: Any, settings: Settings, summary: DemoSum
         m["counters"] = result["counters"]
         for phase, seconds in result["phases"].items():
             m[f"phase:{phase}"] = seconds
-    m["verify"] = verify(settings, summary)
+    m["verify"] = verify(settings, inventory, summary)
     m["rows_per_s"] = rows / m["wall"]
     del m["stdout"]
     return m
@@ -541,18 +542,19 @@ def main(argv: list[str] | None = None) -> int:
         env = services.env()
         env.update(TYPESENSE_COLLECTION=COLLECTION, PRODUCTS_TABLE=PRODUCTS_TABLE, SCRATCH_TABLE=SCRATCH_TABLE)
         settings = load_settings(env)
+        inventory = inventory_settings(env)
         meter = CpuMeter(services)
         results: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
         reseed_s: list[float] = []
         summary = None
         for rep in range(1, args.repeat + 1):
             for name in contenders:
-                summary, seconds = reseed(settings, args.rows, args.seed)
+                summary, seconds = reseed(settings, inventory, args.rows, args.seed)
                 reseed_s.append(seconds)
                 run_dir = out_dir / f"{name}-{rep}"
                 print(f"bench: run {rep}/{args.repeat} {name}: reseeded in {seconds:.1f}s, running...", flush=True)
                 src = before_src if name == "before" else worker_src
-                m = run_contender(name, services, settings, summary, run_dir, meter, args.rows, src,
+                m = run_contender(name, services, settings, inventory, summary, run_dir, meter, args.rows, src,
                                   worker_settings, args.py_spy)
                 results[name].append(m)
                 extra = ""

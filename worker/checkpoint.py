@@ -63,6 +63,8 @@ def utcnow() -> datetime:
 class Checkpoint:
     job_id: str
     job: str
+    #: The parameters that define the run (`job_settings.Run`): none for a job's default run.
+    params: dict[str, str] = field(default_factory=dict)
     phase: str | None = None
     last_id: Any = None
     batch_no: int = 0
@@ -121,12 +123,13 @@ class Checkpoint:
         values["counters"] = dict(doc.get("counters") or {})
         values["phase_counters"] = dict(doc.get("phase_counters") or {})
         values["intents"] = list(doc.get("intents") or [])
+        values["params"] = dict(doc.get("params") or {})
         return cls(**values)
 
 
 class CheckpointStore(Protocol):
     def load(self, job_id: str) -> Checkpoint | None: ...
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float) -> Checkpoint: ...
+    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None) -> Checkpoint: ...
     def save(self, checkpoint: Checkpoint, owner: str, ttl_seconds: float) -> None: ...
     def renew(self, job_id: str, owner: str, ttl_seconds: float) -> bool: ...
     def release(self, job_id: str, owner: str) -> None: ...
@@ -151,11 +154,11 @@ class MongoCheckpointStore:
         doc = self._col.find_one({"_id": job_id, "lease.expires_at": {"$gt": utcnow()}}, {"lease": 1})
         return (doc or {}).get("lease")
 
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float) -> Checkpoint:
+    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None) -> Checkpoint:
         """Create the checkpoint if absent, then take its lease unless a live owner holds it."""
         now = utcnow()
         try:
-            fresh = Checkpoint(job_id=job_id, job=job, started_at=now, updated_at=now)
+            fresh = Checkpoint(job_id=job_id, job=job, params=dict(params or {}), started_at=now, updated_at=now)
             self._col.insert_one({**fresh.to_document(), "lease": None})
         except pymongo.errors.DuplicateKeyError:
             pass
@@ -214,9 +217,9 @@ class MemoryCheckpointStore:
     def load(self, job_id: str) -> Checkpoint | None:
         return copy.deepcopy(self.saved[-1] if self.saved else self._initial)
 
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float) -> Checkpoint:
+    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None) -> Checkpoint:
         now = utcnow()
-        return self.load(job_id) or Checkpoint(job_id=job_id, job=job, started_at=now, updated_at=now)
+        return self.load(job_id) or Checkpoint(job_id=job_id, job=job, params=dict(params or {}), started_at=now, updated_at=now)
 
     def save(self, checkpoint: Checkpoint, owner: str, ttl_seconds: float) -> None:
         checkpoint.updated_at = utcnow()

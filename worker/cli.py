@@ -1,9 +1,11 @@
-"""`python -m worker [run|status|reset]`: the operator's entry point.
+"""`python -m worker [run|status|reset|failures|retry|verify|<a job's verb>]`: the operator's
+entry point. The job is read first (`--job`, else $JOB), since its flags and verbs are part of
+the command line.
 
 Exit codes: 0 completed or stopped cleanly on a signal; 2 configuration error (before any
 connection); 3 another worker holds the job; 4 a server stayed unreachable; 5 a table,
 collection, field or database is missing or wrong; 6 credentials refused; 7 every row of a batch
-failed; 1 anything else.
+failed; 8 a verify step found a mismatch; 1 anything else.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import json
 import os
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Iterator, Mapping, Sequence
 
 import pymongo.errors
 import structlog
@@ -22,10 +25,11 @@ from utils import logging as log_setup
 from utils.pg import AuthenticationFailed, DatabaseMissing
 from utils.typesense import Unauthorized
 from worker.checkpoint import Checkpoint, MemoryCheckpointStore
-from worker.config import Settings, load_settings, require_stores
+from worker.config import Settings, environment, load_settings, require_stores
 from worker.engine import Engine, EngineOptions
 from worker.exceptions import AccessDenied, ConfigError, SchemaMismatch, WorkerError
 from worker.job import Job
+from worker.job_settings import Run, declared, secrets
 from worker.jobs import JOBS, job_class
 from worker.lease import default_owner
 from worker.pipeline import PipelineOptions
@@ -36,59 +40,117 @@ from worker.stop import StopFlag, install_signal_handlers
 log = structlog.get_logger("worker")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    run_options = argparse.ArgumentParser(add_help=False)
-    run_options.add_argument("--job", help=f"job to run (default: $JOB or inventory_fields; known: {', '.join(JOBS)})")
-    run_options.add_argument("--dry-run", action="store_true", help="read and report; write nothing")
+@dataclass(frozen=True)
+class Invocation:
+    """One command line, read and validated: the global settings, the job with its own
+    settings, and the run they name."""
+
+    args: argparse.Namespace
+    command: str
+    settings: Settings
+    job_cls: type[Job]
+    job_settings: Any
+    run: Run
+    #: Whether the command line named the job (`--job`), and gave any of the job's flags (a
+    #: run, not every run of the job, is meant).
+    job_named: bool
+    job_flags_given: bool
+
+
+def build_parser(job_cls: type[Job]) -> argparse.ArgumentParser:
+    """The command line of `job_cls`: the built-in commands and the job's verbs, each with
+    the job's flags (`--source PATH`, ...) where a run is named. Options shared by the top
+    level and a command default to "absent" (SUPPRESS), so a command's default never hides
+    the value given before it (`--source F run`)."""
+    absent = argparse.SUPPRESS
+    job_flags = argparse.ArgumentParser(add_help=False)
+    for d in declared(job_cls.settings_class):
+        if d.spec.flag:
+            kind = {"action": "store_true"} if d.kind is bool else {"metavar": d.spec.env}
+            job_flags.add_argument(d.spec.flag, dest=f"job_{d.name}", default=absent, help=f"{d.spec.help} (or ${d.spec.env})", **kind)
+    job_option = argparse.ArgumentParser(add_help=False)
+    job_option.add_argument("--job", default=absent, help=f"the job (default: $JOB or inventory_fields; known: {', '.join(JOBS)})")
+    dry_run = argparse.ArgumentParser(add_help=False)
+    dry_run.add_argument("--dry-run", action="store_true", default=absent, help="read and report; write nothing")
+    dry_run.add_argument(
+        "--dry-run-calls", action="store_true", default=absent,
+        help="(also --dry-run=calls) a dry run that still calls external providers: it spends",
+    )
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="machine-readable output")
+    named_run = [job_option, job_flags]
+
     parser = argparse.ArgumentParser(
-        prog="python -m worker", description="Resumable backfill worker.", parents=[run_options]
+        prog="python -m worker", description="Resumable backfill worker.", parents=[*named_run, dry_run]
     )
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("run", help="run a job (the default command)", parents=[run_options])
-    status = commands.add_parser("status", help="print checkpoints")
-    status.add_argument("--job", help="only this job")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-    reset = commands.add_parser("reset", help="delete a job's checkpoint so the next run starts over")
-    reset.add_argument("--job", required=True)
+    commands.add_parser("run", help="run a job (the default command)", parents=[*named_run, dry_run])
+    commands.add_parser("status", help="print checkpoints: runs, with their parameters", parents=[*named_run, as_json])
+    reset = commands.add_parser("reset", help="delete a run's checkpoint so the next run starts over", parents=named_run)
     reset.add_argument("--yes", action="store_true", help="confirm")
-    reset.add_argument("--force", action="store_true", help="delete it even while a worker holds the job's lease")
-    failures = commands.add_parser("failures", help="list rows and documents that could not be written")
-    failures.add_argument("--job", help="only this job")
-    retry = commands.add_parser("retry", help="process the recorded failures again, after fixing the data")
-    retry.add_argument("--job", required=True)
-    verify = commands.add_parser("verify", help="compare the stores read-only; exit 0 if they agree, 1 if not")
-    verify.add_argument("--job", help="job to verify (default: $JOB or inventory_fields)")
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    lease_flags = ["--break-lease"] + ([] if "--force" in job_flags._option_string_actions else ["--force"])
+    reset.add_argument(*lease_flags, dest="break_lease", action="store_true", help="delete it even while a worker holds its lease")
+    commands.add_parser("failures", help="list rows and documents that could not be written", parents=named_run)
+    commands.add_parser("retry", help="process the recorded failures again, after fixing the data", parents=named_run)
+    commands.add_parser(
+        "verify", help="compare the stores read-only; exit 0 if they agree, 1 if not", parents=[*named_run, as_json]
+    )
+    for v in job_cls.verbs().values():
+        if v.name in commands.choices:
+            raise TypeError(f"job {job_cls.name!r}: verb {v.name!r} is a built-in command")
+        verb = commands.add_parser(v.name, help=f"{v.help} (job {job_cls.name})", parents=[*named_run, dry_run, as_json])
+        for argument in v.arguments:
+            verb.add_argument(*argument.flags, **argument.options)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def read_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Invocation:
+    """Parse `argv` for the job it names (`--job`, else $JOB) and validate every setting;
+    ConfigError for a bad one."""
+    argv = ["--dry-run-calls" if a == "--dry-run=calls" else a for a in argv]
+    named = argparse.ArgumentParser(add_help=False)
+    named.add_argument("--job")
+    job_named = named.parse_known_args(argv)[0].job
+    job_cls = job_class(job_named or env.get("JOB", "").strip() or Settings.job)
+    args = build_parser(job_cls).parse_args(argv)
     command = args.command or "run"
-    overrides: dict[str, Any] = {}
-    if getattr(args, "job", None):
-        overrides["job"] = args.job
-    if getattr(args, "dry_run", False) or command == "verify":
+    overrides: dict[str, Any] = {"job": job_cls.name}
+    if getattr(args, "dry_run", False) or getattr(args, "dry_run_calls", False) or command == "verify":
         overrides["dry_run"] = True  # verify writes nothing: its scratch tables are temporary
+    if getattr(args, "dry_run_calls", False):
+        overrides["dry_run_calls"] = True
+    settings = load_settings(env, **overrides)
+    flags = {d.name: getattr(args, f"job_{d.name}", None) for d in declared(job_cls.settings_class)}
+    # Listing every run of the job needs none of its settings; naming one run does.
+    job_settings = job_cls.read_settings(env, flags, required=command not in ("status", "failures"))
+    if command not in ("status", "reset", "failures"):  # the commands that use the job's own stores
+        require_stores(settings, job_cls.stores, job_cls.name)
+    return Invocation(
+        args, command, settings, job_cls, job_settings, Run.of(job_cls.name, job_cls.checkpoint_id, job_settings),
+        job_named is not None, any(v is not None for v in flags.values()),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
     try:
-        settings = load_settings(**overrides)
-        job_cls = job_class(settings.job)
-        if command in ("run", "retry", "verify"):  # the commands that use the job's own stores
-            require_stores(settings, job_cls.stores, job_cls.name)
+        inv = read_command_line(sys.argv[1:] if argv is None else argv, environment())
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return error.exit_code
-    scrubber = log_setup.configure(settings.log_format, settings.log_level, settings.secrets())
+    settings = inv.settings
+    scrubber = log_setup.configure(settings.log_format, settings.log_level, settings.secrets() + secrets(inv.job_settings))
     try:
-        if command == "status":
-            return show_status(settings, args.job, args.json)
-        if command == "reset":
-            return reset(settings, args.yes, args.force)
-        if command == "failures":
-            return list_failures(settings, args.job)
-        if command == "verify":
-            return verify(settings, args.json)
-        return run(settings, retry_failures=command == "retry")
+        if inv.command == "status":
+            return show_status(inv)
+        if inv.command == "reset":
+            return reset(inv)
+        if inv.command == "failures":
+            return list_failures(inv)
+        if inv.command == "verify":
+            return verify(inv)
+        if inv.command in inv.job_cls.verbs():
+            return run_verb(inv)
+        return run(inv, retry_failures=inv.command == "retry")
     except Exception as error:
         known = _as_worker_error(error)
         if known is None:
@@ -114,23 +176,24 @@ def _as_worker_error(error: Exception) -> WorkerError | None:
 
 
 @contextmanager
-def _job_run(settings: Settings) -> Iterator[tuple[Job, Resources, StopFlag, RetryPolicy]]:
-    """The job of `settings` with the clients of its stores, a stop flag its signals set, and
-    the retry policy: what `run`, `retry` and `verify` share."""
+def _job_run(inv: Invocation) -> Iterator[tuple[Job, Resources, StopFlag, RetryPolicy]]:
+    """The job of `inv` with the clients of its stores, a stop flag its signals set, and
+    the retry policy: what `run`, `retry`, `verify` and the job's verbs share."""
+    settings = inv.settings
     stop = StopFlag()
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
-    job_cls = job_class(settings.job)
-    with Resources.open(settings, job_cls.stores) as resources:
-        yield job_cls(resources.job_context(stop)), resources, stop, RetryPolicy(
+    with Resources.open(settings, inv.job_cls.stores) as resources:
+        yield inv.job_cls(resources.job_context(stop, inv.job_settings, inv.run)), resources, stop, RetryPolicy(
             settings.retry_timeout_seconds, settings.retry_max_wait_seconds
         )
 
 
-def run(settings: Settings, retry_failures: bool = False) -> int:
-    with _job_run(settings) as (job, resources, stop, policy):
+def run(inv: Invocation, retry_failures: bool = False) -> int:
+    settings = inv.settings
+    with _job_run(inv) as (job, resources, stop, policy):
         store = resources.checkpoints
         if settings.dry_run:
-            store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.checkpoint_id), what="checkpoint: load", stop=stop))
+            store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.run.checkpoint_id), what="checkpoint: load", stop=stop))
         options = EngineOptions(
             owner=default_owner(),
             lease_ttl_seconds=settings.lease_ttl_seconds,
@@ -146,53 +209,82 @@ def run(settings: Settings, retry_failures: bool = False) -> int:
         engine = Engine(job, store, resources.failure_store(), stop, policy, options, resources.throttler(stop))
         checkpoint = engine.retry_failures() if retry_failures else engine.run()
         if settings.dry_run and checkpoint is not None:
-            log.info("dry run: nothing was written", job=job.name, would=checkpoint.counters)
+            skipped = getattr(job.ctx.sink, "skipped_calls", {})
+            log.info("dry run: nothing was written", job=job.run.name, would=checkpoint.counters, calls_not_made=skipped)
     return 0
 
 
-def verify(settings: Settings, as_json: bool) -> int:
+def verify(inv: Invocation) -> int:
     """The job's read-only comparison: differences by kind with a few example keys."""
-    with _job_run(settings) as (job, _, stop, policy):
+    with _job_run(inv) as (job, _, stop, policy):
         policy.call(job.check, what="preflight checks", stop=stop)
         found = policy.call(job.verify, what=f"{job.name}: verify", stop=stop)
-    report = {"job": job.name, **found.report()}
-    if as_json:
+    report = {"job": job.run.name, **found.report()}
+    if inv.args.json:
         print(json.dumps(report, indent=2))
     else:
         for kind, entry in report["by_kind"].items():
             examples = f"  e.g. {', '.join(map(repr, entry['examples']))}" if entry["examples"] else ""
             print(f"{kind:>28}: {entry['count']}{examples}")
-        print(f"{job.name}: {'stores agree' if found.total == 0 else f'{found.total} difference(s)'}")
+        print(f"{job.run.name}: {'stores agree' if found.total == 0 else f'{found.total} difference(s)'}")
     return 0 if found.total == 0 else 1
 
 
-def list_failures(settings: Settings, job_name: str | None) -> int:
-    with Resources.open(settings) as resources:
-        records = resources.failures.list(job_name)
+def run_verb(inv: Invocation) -> int:
+    """A command the job added: after its preflight, its report printed."""
+    verb = inv.job_cls.verbs()[inv.command]
+    with _job_run(inv) as (job, _, stop, policy):
+        policy.call(job.check, what="preflight checks", stop=stop)
+        report = getattr(job, verb.method)(inv.args)
+    _print_report(report, inv.args.json)
+    return 0
+
+
+def _print_report(report: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(report, default=str, indent=2))
+    else:
+        print("\n".join(f"{k:>12}: {v}" for k, v in report.items()), end="\n\n")
+
+
+def list_failures(inv: Invocation) -> int:
+    """The run's failures when its flags are given; with `--job` alone, every run's of the job."""
+    with Resources.open(inv.settings) as resources:
+        records = resources.failures.list()
+    if inv.job_named or inv.job_flags_given:
+        records = [r for r in records if _of_run(r["job"], inv)]
     if not records:
         print("no failures recorded")
         return 0
     for r in records:
         print(f"{r['job']}\t{r['phase']}\tkey={r['key']!r}\tcode={r.get('code')}\tlast_seen={r.get('last_seen')}\t{r['error']}")
-    print(f"{len(records)} failure(s); after fixing the data: python -m worker retry --job JOB")
+    print(f"{len(records)} failure(s); after fixing the data: python -m worker retry --job JOB [its flags]")
     return 0
 
 
-def show_status(settings: Settings, job_name: str | None, as_json: bool) -> int:
-    with Resources.open(settings) as resources:
+def _of_run(run_name: str, inv: Invocation) -> bool:
+    """Whether `run_name` (a checkpoint's job or a failure's) is a run the command line names."""
+    if inv.job_flags_given:
+        return run_name == inv.run.name
+    return run_name == inv.job_cls.name or run_name.startswith(inv.job_cls.name + ":")
+
+
+def show_status(inv: Invocation) -> int:
+    with Resources.open(inv.settings) as resources:
         entries = resources.checkpoints.all()
-    if job_name:
-        wanted = job_class(job_name).checkpoint_id
-        entries = [(cp, lease) for cp, lease in entries if cp.job_id == wanted]
+    if inv.job_flags_given:
+        entries = [(cp, lease) for cp, lease in entries if cp.job_id == inv.run.checkpoint_id]
+    elif inv.job_named:
+        entries = [(cp, lease) for cp, lease in entries if cp.job == inv.job_cls.name]
     if not entries:
-        print(f"no checkpoint{' for job ' + job_name if job_name else 's'}: not started (or reset)")
+        print(f"no checkpoint{' for ' + inv.run.name if inv.job_named or inv.job_flags_given else 's'}: not started (or reset)")
         return 0
     reports = [status_report(cp, lease) for cp, lease in entries]
-    if as_json:
+    if inv.args.json:
         print(json.dumps(reports, default=str, indent=2))
     else:
         for report in reports:
-            print("\n".join(f"{k:>12}: {v}" for k, v in report.items()), end="\n\n")
+            _print_report(report, as_json=False)
     return 0
 
 
@@ -203,6 +295,7 @@ def status_report(cp: Checkpoint, lease: dict[str, Any] | None) -> dict[str, Any
     return {
         "checkpoint": cp.job_id,
         "job": cp.job,
+        "params": cp.params,
         "status": str(cp.status),
         "phase": cp.phase,
         "pass": cp.phase_pass,
@@ -217,28 +310,28 @@ def status_report(cp: Checkpoint, lease: dict[str, Any] | None) -> dict[str, Any
     }
 
 
-def reset(settings: Settings, confirmed: bool, force: bool = False) -> int:
-    """Delete the job's checkpoint; refuse (exit 3, like a second worker) while another worker
-    holds a live lease on it, unless `force`."""
+def reset(inv: Invocation) -> int:
+    """Delete the run's checkpoint; refuse (exit 3, like a second worker) while another worker
+    holds a live lease on it, unless `--break-lease`."""
     from worker.exceptions import LeaseHeld
 
-    checkpoint_id = job_class(settings.job).checkpoint_id
-    if not confirmed:
+    checkpoint_id = inv.run.checkpoint_id
+    if not inv.args.yes:
         print(f"refusing to delete checkpoint {checkpoint_id!r} without --yes", file=sys.stderr)
         return 2
-    with Resources.open(settings) as resources:
+    with Resources.open(inv.settings) as resources:
         lease = resources.checkpoints.live_lease(checkpoint_id)
-        if lease and not force:
+        if lease and not inv.args.break_lease:
             print(
-                f"refusing to delete checkpoint {checkpoint_id!r}: job {settings.job!r} is being run by "
+                f"refusing to delete checkpoint {checkpoint_id!r}: run {inv.run.name!r} is being run by "
                 f"{lease.get('owner')} (lease valid until {lease.get('expires_at')}); stop that worker, "
-                "or pass --force",
+                "or pass --break-lease",
                 file=sys.stderr,
             )
             return LeaseHeld.exit_code
         if lease:
             # Its next checkpoint save finds the document gone: it stops with LeaseLost (exit 3).
-            print(f"--force: deleting it under {lease.get('owner')}, which will stop at its next checkpoint", file=sys.stderr)
+            print(f"--break-lease: deleting it under {lease.get('owner')}, which will stop at its next checkpoint", file=sys.stderr)
         deleted = resources.checkpoints.delete(checkpoint_id)
     print(f"checkpoint {checkpoint_id!r} {'deleted' if deleted else 'did not exist'}; the next run starts over")
     return 0

@@ -37,6 +37,9 @@ class TableName:
 class Settings:
     job: str = "inventory_fields"
     dry_run: bool = False
+    #: A dry run that still calls external providers (`--dry-run=calls`): it spends, but finds
+    #: the inputs a provider refuses.
+    dry_run_calls: bool = False
 
     db_host: str = "localhost"
     db_port: int = 5432
@@ -58,16 +61,12 @@ class Settings:
     typesense_collection: str = "products_search"
     typesense_timeout_seconds: float = 120.0
 
-    products_table: TableName = TableName("public", "products")
-    scratch_table: TableName = TableName("public", "backfill_index_ids")
     batch_size: int = 1000
     batch_size_min: int = 100
     batch_size_max: int = 100_000
     batch_target_seconds: float = 2.0
     pipeline_depth: int = 2
-    typesense_page_size: int = 250
     sleep_between_batches: float = 1.0
-    reconcile_max_passes: int = 3
 
     throttle_check_seconds: float = 5.0
     throttle_pg_max_active: int = 50
@@ -118,7 +117,7 @@ def _uri_passwords(uri: str) -> list[str]:
     return [password, unquote(password), unquote_plus(password)] if password else []
 
 
-class _Reader:
+class EnvReader:
     """Reads one variable at a time and turns any problem into a ConfigError naming it."""
 
     def __init__(self, env: Mapping[str, str]):
@@ -199,21 +198,28 @@ class _Reader:
         return value
 
 
-def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
-    """Build validated Settings from `env` (default: os.environ after loading `.env`)."""
-    if env is None:
-        from dotenv import find_dotenv, load_dotenv
+def environment() -> Mapping[str, str]:
+    """os.environ, after loading the `.env` of the directory the worker is started from (real
+    environment variables win)."""
+    from dotenv import find_dotenv, load_dotenv
 
-        # The `.env` of the directory the worker is started from; real environment variables win.
-        load_dotenv(find_dotenv(usecwd=True), override=False)
-        env = os.environ
-    r = _Reader(env)
+    load_dotenv(find_dotenv(usecwd=True), override=False)
+    return os.environ
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build validated Settings from `env` (default: `environment()`)."""
+    if env is None:
+        env = environment()
+    r = EnvReader(env)
+    dry_run_calls = (r.raw("DRY_RUN") or "").lower() == "calls"
     database_url = None
     if r.raw("DATABASE_URL"):
         database_url = r.uri("DATABASE_URL", "", ("postgres", "postgresql"))
     values: dict[str, object] = dict(
         job=r.text("JOB", Settings.job),
-        dry_run=r.flag("DRY_RUN", False),
+        dry_run=dry_run_calls or r.flag("DRY_RUN", False),
+        dry_run_calls=dry_run_calls,
         db_host=r.text("DB_HOST", Settings.db_host),
         db_port=r.number("DB_PORT", Settings.db_port, int, 1, 65535),
         db_database=r.text("DB_DATABASE", Settings.db_database),
@@ -240,14 +246,11 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         typesense_timeout_seconds=r.number(
             "TYPESENSE_TIMEOUT_SECONDS", Settings.typesense_timeout_seconds, float, 1, 3600
         ),
-        products_table=r.table("PRODUCTS_TABLE", str(Settings.products_table)),
-        scratch_table=r.table("SCRATCH_TABLE", str(Settings.scratch_table)),
         batch_size=r.number("BATCH_SIZE", Settings.batch_size, int, 1, 100_000),
         batch_size_min=r.number("BATCH_SIZE_MIN", Settings.batch_size_min, int, 1, 100_000),
         batch_size_max=r.number("BATCH_SIZE_MAX", Settings.batch_size_max, int, 1, 1_000_000),
         batch_target_seconds=r.number("BATCH_TARGET_SECONDS", Settings.batch_target_seconds, float, 0.05, 600),
         pipeline_depth=r.number("PIPELINE_DEPTH", Settings.pipeline_depth, int, 1, 8),
-        typesense_page_size=r.number("TYPESENSE_PAGE_SIZE", Settings.typesense_page_size, int, 1, 100_000),
         throttle_check_seconds=r.number("THROTTLE_CHECK_SECONDS", Settings.throttle_check_seconds, float, 0, 3600),
         throttle_pg_max_active=r.number("THROTTLE_PG_MAX_ACTIVE", Settings.throttle_pg_max_active, int, 1, 100_000),
         throttle_pg_max_replication_lag_seconds=r.number(
@@ -259,7 +262,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: object) -> 
         sleep_between_batches=r.number(
             "SLEEP_BETWEEN_BATCHES", Settings.sleep_between_batches, float, 0, 3600
         ),
-        reconcile_max_passes=r.number("RECONCILE_MAX_PASSES", Settings.reconcile_max_passes, int, 0, 100),
         retry_timeout_seconds=r.number(
             "RETRY_TIMEOUT_SECONDS", Settings.retry_timeout_seconds, float, 0, 86_400
         ),

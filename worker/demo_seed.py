@@ -27,8 +27,9 @@ from psycopg import sql
 
 from utils.pg import Postgres
 from utils.typesense import EncodedDocuments, ObjectNotFound, TypesenseIndex
-from worker.config import Settings, load_settings
+from worker.config import Settings, TableName, environment, load_settings
 from worker.exceptions import ConfigError
+from worker.jobs.inventory_fields import InventoryFieldsJob
 
 KEY_TYPES = {"int": "bigint", "uuid": "uuid", "text": "text"}
 CHUNK = 10_000  # documents per import: fast, yet a bad document is reported early
@@ -65,7 +66,7 @@ class DemoSummary:
 
 
 def seed_demo(
-    settings: Settings, rows: int, key_type: str = "int", seed: int = 0, drop: bool = False
+    settings: Settings, products_table: TableName, rows: int, key_type: str = "int", seed: int = 0, drop: bool = False
 ) -> DemoSummary:
     """Create PRODUCTS_TABLE and TYPESENSE_COLLECTION with `rows` products (see module doc).
 
@@ -74,7 +75,7 @@ def seed_demo(
     """
     if key_type not in KEY_TYPES or rows < 1:
         raise ValueError(f"need rows >= 1 and key_type in {sorted(KEY_TYPES)}")
-    s, pt = settings, settings.products_table
+    s, pt = settings, products_table
     index = TypesenseIndex(s.typesense_host, s.typesense_port, s.typesense_protocol,
                            s.typesense_api_key, s.typesense_collection, s.typesense_timeout_seconds)
     admin = typesense.Client({  # TypesenseIndex has no create/drop: the worker never needs them
@@ -217,7 +218,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows < 1:
         parser.error("--rows must be >= 1")
     try:
-        settings = load_settings()
+        env = environment()
+        settings = load_settings(env)
+        products_table = InventoryFieldsJob.read_settings(env).products_table
     except ConfigError as exc:
         print(f"demo_seed: config error: {exc}", file=sys.stderr)
         return 2
@@ -225,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
     try:
-        s = seed_demo(settings, args.rows, args.key_type, args.seed, args.drop)
+        s = seed_demo(settings, products_table, args.rows, args.key_type, args.seed, args.drop)
     except AlreadySeeded as exc:
         print(f"demo_seed: already seeded: {exc}; nothing to do (--drop recreates them)")
         return 0
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("demo_seed: interrupted; nothing half-made was left behind", file=sys.stderr)
         return 130
-    print(f"demo_seed: {settings.products_table}: {s.products} products ({s.null_deleted_at} deleted_at NULL,"
+    print(f"demo_seed: {products_table}: {s.products} products ({s.null_deleted_at} deleted_at NULL,"
           f" {s.deleted} deleted, {s.null_created_at} created_at NULL); {settings.typesense_collection!r}:"
           f" {s.documents} documents ({s.missing_in_index} products missing, {s.index_only} index-only);"
           f" {args.key_type} keys, seed {args.seed}, {time.monotonic() - started:.1f}s")

@@ -54,11 +54,11 @@ class Engine:
     ):
         self.job, self.store, self.stop, self.retry, self.options = job, store, stop, retry, options
         self.failures = failures
-        self.batches = BatchRunner(job.name, failures, self._call)
+        self.batches = BatchRunner(job.run.name, failures, self._call)
         self.pipeline = KeysetPipeline(
-            job.name, self.batches, self._call, self._save, stop, throttler or Throttler([], stop), options.pipeline
+            job.run.name, self.batches, self._call, self._save, stop, throttler or Throttler([], stop), options.pipeline
         )
-        self.log = log.bind(job=job.name)
+        self.log = log.bind(job=job.run.name)
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -162,6 +162,9 @@ class Engine:
 
     def _run_step(self, step: Step, cp: Checkpoint) -> None:
         """Like a batch: counts taken before the step's write are saved first and reused on a redo."""
+        if step.verifies and self.options.dry_run:
+            self.log.info("dry run: verify step skipped (nothing was written to verify)", phase=step.name)
+            return
         pending = next((i for i in cp.intents if i["phase"] == step.name), None)
         pre = pending["pre"] if pending else self._call(step.tally, f"{step.name}: tally")
         if not pending:
@@ -178,7 +181,7 @@ class Engine:
 
     def _retry_failures(self, cp: Checkpoint) -> Checkpoint:
         phases = {p.name: p for p in self.job.phases() if isinstance(p, KeysetPhase)}
-        records = self._call(lambda: self.failures.list(self.job.name), "failures: list")
+        records = self._call(lambda: self.failures.list(self.job.run.name), "failures: list")
         for phase_name, group in groupby(records, key=lambda r: r["phase"]):
             self._check_stop()
             if phase_name not in phases:
@@ -192,7 +195,7 @@ class Engine:
             add_counters(counters, {"failures": -len(keys)})
             cp.add(counters)
             self._save(cp)
-            self._call(lambda: self.failures.resolve(self.job.name, phase_name, resolved), "failures: resolve")
+            self._call(lambda: self.failures.resolve(self.job.run.name, phase_name, resolved), "failures: resolve")
             self.log.info("failures retried", phase=phase_name, retried=len(keys), resolved=len(resolved), still_failing=len(still_failing), rows_gone=len(keys) - len(rows))
         return cp
 
@@ -207,7 +210,7 @@ class Engine:
         while True:
             try:
                 return self._call(
-                    lambda: self.store.acquire(self.job.checkpoint_id, self.job.name, self.options.owner, self.options.lease_ttl_seconds),
+                    lambda: self.store.acquire(self.job.run.checkpoint_id, self.job.name, self.options.owner, self.options.lease_ttl_seconds, dict(self.job.run.params)),
                     "checkpoint: acquire lease",
                 )
             except LeaseHeld as held:

@@ -73,6 +73,13 @@ class SystemicBatchError(WorkerError):
     exit_code = 7
 
 
+class VerificationFailed(WorkerError):
+    """A verify step found the stores disagreeing: the run fails with the step's summary, and
+    its checkpoint stays before the step, so a run after the cause is fixed verifies again."""
+
+    exit_code = 8
+
+
 class SourceError(WorkerError):
     """A file source cannot be staged at all (no such file or directory, an unreadable file, a
     staging table with other columns)."""

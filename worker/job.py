@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Sequence, TypeVar
+from functools import cached_property
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
 
 from utils.keyset import Key, KeyKind
 from utils.pg import ROW_ERRORS, Postgres
 from utils.typesense import TypesenseIndex
 from worker.config import Settings
+from worker.job_settings import Run, read_job_settings
 from worker.sinks import Sink
 from worker.stop import StopFlag
 
@@ -60,6 +62,10 @@ class JobContext:
     #: Only for long single steps (say, loading a scratch table) that should end early on a
     #: stop request: call `stop.sleep(0)`, which raises StopRequested. Batches need nothing.
     stop: StopFlag = field(default_factory=StopFlag)
+    #: The job's own settings (an instance of its `settings_class`), None for a job without.
+    job_settings: Any = None
+    #: The run: the job plus the settings that define its work; by default the job's one run.
+    run: Run | None = None
 
 
 class Page(Sequence[Row], Generic[S]):
@@ -123,7 +129,13 @@ class Phase(ABC):
 
 
 class Step(Phase):
-    """Runs once; on a restart before its checkpoint was saved it runs again, so it must be idempotent."""
+    """Runs once; on a restart before its checkpoint was saved it runs again, so it must be
+    idempotent. A step that checks what the phases before it wrote sets `verifies` and raises
+    `worker.exceptions.VerificationFailed` with a summary when it finds a mismatch: the run
+    fails (exit 8) and a later run, after the cause is fixed, checks again. A dry run, which
+    wrote nothing, skips such a step."""
+
+    verifies: bool = False
 
     def tally(self) -> Counters:
         """Counts taken before `run` writes anything (say, fields missing); see KeysetPhase.tally."""
@@ -200,16 +212,76 @@ class KeysetPhase(Phase):
         return 0
 
 
+@dataclass(frozen=True)
+class Argument:
+    """One command-line argument of a verb, as `argparse.ArgumentParser.add_argument` takes it."""
+
+    flags: tuple[str, ...]
+    options: dict[str, Any]
+
+    @classmethod
+    def of(cls, *flags: str, **options: Any) -> "Argument":
+        return cls(flags, options)
+
+
+@dataclass(frozen=True)
+class Verb:
+    """A command a job adds to `python -m worker` (`rollback`, `report`): see `verb`."""
+
+    name: str
+    help: str
+    arguments: tuple[Argument, ...]
+    method: str
+
+
+def verb(name: str, help: str, *arguments: Argument) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+    """Make a Job method the command `python -m worker NAME --job JOB [job flags] [arguments]`.
+
+    The method takes the parsed arguments (`argparse.Namespace`) and returns its report, a
+    dict: printed as `key: value` lines, or as JSON with `--json`. It runs after the job's
+    `check`, with the job's settings, logging and exit codes; its writes go through
+    `ctx.sink` like a phase's, so `--dry-run` holds for it too. To fail, raise a WorkerError."""
+
+    def mark(method: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
+        method.__verb__ = Verb(name, help, arguments, method.__name__)  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
 class Job(ABC):
     name: ClassVar[str]
-    #: The checkpoint document's `_id`.
+    #: The checkpoint document's `_id` (of the job's default run: see `Run`).
     checkpoint_id: ClassVar[str]
     #: The stores the job uses besides Postgres and MongoDB (see config.STORE_REQUIRES): only
     #: these are configured, required, preflighted and throttled on.
     stores: ClassVar[frozenset[str]] = frozenset()
+    #: A frozen dataclass of `worker.job_settings.setting` fields: the job's own settings and
+    #: run parameters (`ctx.job_settings` holds its values).
+    settings_class: ClassVar[type | None] = None
 
     def __init__(self, ctx: JobContext):
         self.ctx = ctx
+
+    @cached_property
+    def run(self) -> Run:
+        """This run of the job: the context's, else the one its settings name (the job's one
+        default run for a job without settings, or built without a context)."""
+        ctx: JobContext | None = self.__dict__.get("ctx")
+        if ctx is not None and ctx.run is not None:
+            return ctx.run
+        return Run.of(self.name, self.checkpoint_id, ctx.job_settings if ctx is not None else None)
+
+    @classmethod
+    def read_settings(cls, env: Mapping[str, str], flags: Mapping[str, Any] | None = None, required: bool = True) -> Any:
+        """The job's settings from `env`, overridden by command-line `flags` (see job_settings)."""
+        return read_job_settings(cls.settings_class, env, flags, required)
+
+    @classmethod
+    def verbs(cls) -> dict[str, Verb]:
+        """The commands the job adds, by name."""
+        found = (getattr(getattr(cls, attr), "__verb__", None) for attr in dir(cls))
+        return {v.name: v for v in found if isinstance(v, Verb)}
 
     def check(self) -> None:
         """Fail fast, before any write: tables, collections and credentials are as the job needs."""

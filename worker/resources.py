@@ -7,6 +7,7 @@ before any connection is made.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import pymongo
 
@@ -17,6 +18,7 @@ from worker.checkpoint import MongoCheckpointStore
 from worker.config import Settings
 from worker.failures import FailureStore, MemoryFailureStore, MongoFailureStore
 from worker.job import JobContext
+from worker.job_settings import Run
 from worker.lease import check_lease
 from worker.sinks import DryRunSink, LiveSink, Sink
 from worker.stop import StopFlag
@@ -58,7 +60,7 @@ class Resources:
 
     def sink(self, stop: StopFlag) -> Sink:
         if self.settings.dry_run:
-            return DryRunSink(self.pg, self.index)
+            return DryRunSink(self.pg, self.index, calls=self.settings.dry_run_calls)
         return LiveSink(self.pg, self.index, before_write=lambda: check_lease(stop))
 
     def throttler(self, stop: StopFlag) -> Throttler:
@@ -73,9 +75,11 @@ class Resources:
     def failure_store(self) -> FailureStore:
         return MemoryFailureStore() if self.settings.dry_run else self.failures
 
-    def job_context(self, stop: StopFlag) -> JobContext:
+    def job_context(self, stop: StopFlag, job_settings: Any = None, run: Run | None = None) -> JobContext:
+        """What a job is given: the clients, its sink, and its own settings and run."""
         return JobContext(
-            settings=self.settings, pg=self.pg, index=self.index, sink=self.sink(stop), failures=self.failures, stop=stop
+            settings=self.settings, pg=self.pg, index=self.index, sink=self.sink(stop), failures=self.failures, stop=stop,
+            job_settings=job_settings, run=run,
         )
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ cannot touch that worker's scratch table, nor any other table.
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
 import psycopg
 import structlog
@@ -26,6 +26,7 @@ from worker.config import TableName
 log = structlog.get_logger("worker.sink")
 
 Params = Sequence[Any] | dict[str, Any]
+T = TypeVar("T")
 
 
 class Transaction:
@@ -41,6 +42,26 @@ class Transaction:
             return 0
         self.cursor.execute(statement, params)
         return self.cursor.rowcount
+
+    def write_returning(self, statement: sql.Composable, params: Params = ()) -> list[tuple]:
+        """Run a write statement with RETURNING; return its rows (none in a dry run). With
+        `ON CONFLICT DO NOTHING RETURNING`, what was inserted, told from what was already there."""
+        if self.dry_run:
+            return []
+        self.cursor.execute(statement, params)
+        return self.cursor.fetchall()
+
+    def copy(self, statement: sql.Composable, rows: Iterable[Sequence[Any]]) -> int:
+        """`COPY table (columns) FROM STDIN` the `rows`; return how many (0 in a dry run,
+        which does not read them)."""
+        if self.dry_run:
+            return 0
+        copied = 0
+        with self.cursor.copy(statement) as copy:
+            for row in rows:
+                copy.write_row(row)
+                copied += 1
+        return copied
 
     def read(self, statement: sql.Composable, params: Params = ()) -> list[tuple]:
         self.cursor.execute(statement, params)
@@ -63,6 +84,10 @@ class Sink(Protocol):
         """Bulk-import partial or whole documents; every result line read."""
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None: ...
+
+    def call(self, service: str, request: Callable[[], T]) -> T | None:
+        """A request to an external provider that writes there or costs money (a paid
+        embedding): made, except in a dry run without `--dry-run=calls`, which returns None."""
 
 
 class LiveSink:
@@ -94,6 +119,10 @@ class LiveSink:
         self._before_write()
         self._search_index.add_fields(fields)
 
+    def call(self, service: str, request: Callable[[], T]) -> T | None:
+        self._before_write()
+        return request()
+
     @property
     def _search_index(self) -> TypesenseIndex:
         if self._index is None:
@@ -103,7 +132,20 @@ class LiveSink:
 
 class DryRunSink(LiveSink):
     """Counts what would be written; writes nothing to Postgres, Typesense or MongoDB. It keeps
-    the live sink's `scratch_transaction`: those statements touch only `pg_temp`."""
+    the live sink's `scratch_transaction`: those statements touch only `pg_temp`. Provider calls
+    are made only when `calls` (`--dry-run=calls`)."""
+
+    def __init__(self, pg: Postgres, index: TypesenseIndex | None, calls: bool = False):
+        super().__init__(pg, index)
+        self._calls = calls
+        #: Provider calls skipped, by service.
+        self.skipped_calls: dict[str, int] = {}
+
+    def call(self, service: str, request: Callable[[], T]) -> T | None:
+        if self._calls:
+            return request()
+        self.skipped_calls[service] = self.skipped_calls.get(service, 0) + 1
+        return None
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:

@@ -25,6 +25,9 @@ from dotenv import dotenv_values
 
 from worker import config
 from worker.config import Settings, load_settings
+from worker.job_settings import declared
+from worker.jobs import JOBS
+from worker.jobs.inventory_fields import InventoryFieldsJob
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -147,7 +150,7 @@ def test_demo_defaults_point_the_worker_at_the_compose_services(compose_services
         assert env[name] == compose_services["seed"]["environment"][name], f"seed and worker disagree on {name}"
     # Defaults the compose file repeats must be config.py's defaults.
     assert env["JOB"] == Settings.job
-    assert env["PRODUCTS_TABLE"] == str(Settings.products_table)
+    assert env["PRODUCTS_TABLE"] == str(InventoryFieldsJob.read_settings({}).products_table)
     assert env["TYPESENSE_COLLECTION"] == Settings.typesense_collection
     assert load_settings(env).dry_run is Settings.dry_run
 
@@ -209,9 +212,10 @@ def test_env_example_lists_every_variable_config_reads() -> None:
     # Calls such as r.number("X", ...) / r.text(\n "X", ...) in load_settings.
     read = set(re.findall(r'r\.\w+\(\s*"([A-Z_]+)"', inspect.getsource(config.load_settings)))
     assert len(read) >= 30, "the regex no longer matches load_settings"
+    read |= {d.spec.env for job in JOBS.values() for d in declared(job.settings_class)}
     listed = _env_example_names()
     assert sorted(read - set(listed)) == [], "missing from .env.example"
-    assert sorted(set(listed) - read - {"DEMO_ROWS"}) == [], "unknown to worker/config.py (typo?)"
+    assert sorted(set(listed) - read - {"DEMO_ROWS"}) == [], "unknown to worker/config.py and to every job (typo?)"
     assert len(listed) == len(set(listed)), "listed twice"
 
 

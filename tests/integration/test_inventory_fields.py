@@ -256,7 +256,7 @@ def test_a_stop_while_the_scratch_table_loads_rolls_the_load_back(worker_env, mo
     load(worker_env, data)
     stop = StopFlag()
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        ctx = resources.job_context(stop)
+        ctx = resources.job_context(stop, InventoryFieldsJob.read_settings(worker_env))
         index_only = InventoryFieldsJob(ctx).phases()[2]
         index_only.prepare(False)  # an earlier start's table
         earlier = index_only.count()
@@ -284,7 +284,7 @@ def test_index_only_rows_read_back_for_a_retry_are_flagged_as_the_walk_flags_the
     data = make_dataset(60, "int")
     load(worker_env, data)
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        phases = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
+        phases = InventoryFieldsJob(resources.job_context(StopFlag(), InventoryFieldsJob.read_settings(worker_env))).phases()
         index_only = next(p for p in phases if isinstance(p, DefaultIndexOnly))
         asked = [*data.index_only_ids, "5", "no-such-document"]
         rows = index_only.fetch_keys(asked)
@@ -300,7 +300,7 @@ def test_ensure_schema_changes_the_index_once_the_early_export_streams(worker_en
     data = make_dataset(60, "int")
     load(worker_env, data)
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        ensure, _, index_only, *_ = InventoryFieldsJob(resources.job_context(StopFlag())).phases()
+        ensure, _, index_only, *_ = InventoryFieldsJob(resources.job_context(StopFlag(), InventoryFieldsJob.read_settings(worker_env))).phases()
         altering = threading.Thread(target=ensure.run)
         altering.start()
         altering.join(1.0)
@@ -318,7 +318,7 @@ def test_ensure_schema_waits_for_an_export_that_never_starts_only_so_long(worker
     monkeypatch.setattr(EnsureSchema, "export_wait_seconds", 0.5)
     load(worker_env, make_dataset(10, "int"))
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        ensure = InventoryFieldsJob(resources.job_context(StopFlag())).phases()[0]
+        ensure = InventoryFieldsJob(resources.job_context(StopFlag(), InventoryFieldsJob.read_settings(worker_env))).phases()[0]
         started = time.monotonic()
         ensure.run()
         assert time.monotonic() - started >= 0.5

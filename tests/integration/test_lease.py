@@ -93,7 +93,7 @@ def test_reset_refuses_while_another_worker_holds_a_live_lease(worker_env, check
     assert refused.returncode == 3
     message = refused.stderr.strip()
     assert len(message.splitlines()) == 1, message
-    assert SUCCESSOR in message and str(expires_at.year) in message and "--force" in message
+    assert SUCCESSOR in message and str(expires_at.year) in message and "--break-lease" in message
     assert checkpoint(worker_env) is not None, "the checkpoint is still there"
 
     forced = reset(worker_env, "--force")

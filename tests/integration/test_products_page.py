@@ -24,8 +24,9 @@ from worker.resources import Resources
 from worker.stop import StopFlag
 
 
-def _products_phase(resources: Resources) -> BackfillProducts:
-    return next(p for p in InventoryFieldsJob(resources.job_context(StopFlag())).phases() if isinstance(p, BackfillProducts))
+def _products_phase(resources: Resources, env: dict[str, str]) -> BackfillProducts:
+    ctx = resources.job_context(StopFlag(), InventoryFieldsJob.read_settings(env))
+    return next(p for p in InventoryFieldsJob(ctx).phases() if isinstance(p, BackfillProducts))
 
 
 def _selected(env: dict[str, str], batch: ProductsBatch) -> set[str]:
@@ -44,7 +45,7 @@ def test_a_fetched_page_sums_up_the_rows_it_stands_for(worker_env, key_type):
     ordered = sorted(data.products, key=lambda p: p[0])
 
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        phase = _products_phase(resources)
+        phase = _products_phase(resources, worker_env)
         after = None
         for _ in range(3):
             page = phase.fetch(after, 120)
@@ -67,7 +68,7 @@ def test_a_split_page_reads_its_rows_again_with_any_row_added_since(worker_env):
     products_sql(worker_env, "DELETE FROM {t} WHERE id = 50")
 
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        phase = _products_phase(resources)
+        phase = _products_phase(resources, worker_env)
         page = phase.fetch(None, 100)
         assert (len(page), page.last_key) == (100, 101)
         products_sql(worker_env, "INSERT INTO {t} (id, created_at, deleted_at) VALUES (50, now(), NULL)")
@@ -89,7 +90,7 @@ def test_a_batch_sends_what_postgres_holds_when_it_writes_not_when_it_fetched(wo
     assert (data.expected_rows()["2"], pg_rows(worker_env)["2"], pg_rows(worker_env)["3"]) == (0, None, 0)
 
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        phase = _products_phase(resources)
+        phase = _products_phase(resources, worker_env)
         page = phase.fetch(None, 50)
         products_sql(worker_env, "UPDATE {t} SET deleted_at = %s WHERE id IN (%s, %s)", DELETED_AT + 5, null_row, zero_row)
         products_sql(worker_env, "DELETE FROM {t} WHERE id = 4")
@@ -113,7 +114,7 @@ def test_a_batch_with_an_infinite_timestamp_writes_nothing(worker_env):
     before = pg_rows(worker_env)
 
     with Resources.open(load_settings(worker_env), InventoryFieldsJob.stores) as resources:
-        phase = _products_phase(resources)
+        phase = _products_phase(resources, worker_env)
         with pytest.raises(OverflowError, match="7"):
             phase.process(phase.fetch(None, 40))
 

@@ -2,6 +2,7 @@ import pytest
 
 from worker.config import Settings, TableName, load_settings, require_stores
 from worker.exceptions import ConfigError
+from worker.jobs.inventory_fields import InventoryFieldsJob
 
 BASE = {"TYPESENSE_API_KEY": "ts-secret-key", "DB_PASSWORD": "pg-secret-pw"}
 
@@ -15,8 +16,11 @@ def test_defaults_match_seed_004():
     assert s.batch_size == 1000
     assert s.mongo_checkpoint_collection == "inventory_backfill_checkpoint"
     assert s.typesense_collection == "products_search"
-    assert s.products_table == TableName("public", "products")
     assert s.job == "inventory_fields"
+    inventory = InventoryFieldsJob.read_settings({})
+    assert inventory.products_table == TableName("public", "products")
+    assert inventory.scratch_table == TableName("public", "backfill_index_ids")
+    assert (inventory.typesense_page_size, inventory.reconcile_max_passes) == (250, 3)
 
 
 @pytest.mark.parametrize(
@@ -31,8 +35,6 @@ def test_defaults_match_seed_004():
         ("TYPESENSE_PROTOCOL", "ftp", "must be one of http, https"),
         ("LOG_FORMAT", "xml", "must be one of json, console"),
         ("DRY_RUN", "maybe", "must be true or false"),
-        ("PRODUCTS_TABLE", "public.products; drop table x", "schema.table"),
-        ("PRODUCTS_TABLE", 'a."b"', "schema.table"),
         ("MONGO_DB_NAME", "bad name", "plain name"),
     ],
 )
@@ -78,5 +80,6 @@ def test_secrets_are_not_in_repr():
     assert "ts-secret-key" not in repr(load())
 
 
-def test_bare_table_name_gets_public_schema():
-    assert load(PRODUCTS_TABLE="items").products_table == TableName("public", "items")
+def test_dry_run_calls_is_a_dry_run_that_calls():
+    assert (load(DRY_RUN="calls").dry_run, load(DRY_RUN="calls").dry_run_calls) == (True, True)
+    assert (load(DRY_RUN="true").dry_run, load(DRY_RUN="true").dry_run_calls) == (True, False)

@@ -54,9 +54,9 @@ class LeasedStore(MemoryCheckpointStore):
             self.holder = SUCCESSOR
             self.saves_at_takeover = len(self.saved)
 
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float) -> Checkpoint:
+    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params=None) -> Checkpoint:
         self.holder = owner
-        return super().acquire(job_id, job, owner, ttl_seconds)
+        return super().acquire(job_id, job, owner, ttl_seconds, params)
 
     def save(self, checkpoint: Checkpoint, owner: str, ttl_seconds: float) -> None:
         with self._lock:

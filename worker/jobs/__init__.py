@@ -5,8 +5,9 @@ from __future__ import annotations
 from worker.exceptions import UnknownJob
 from worker.job import Job
 from worker.jobs.inventory_fields import InventoryFieldsJob
+from worker.jobs.tally import TallyJob
 
-JOBS: dict[str, type[Job]] = {job.name: job for job in (InventoryFieldsJob,)}
+JOBS: dict[str, type[Job]] = {job.name: job for job in (InventoryFieldsJob, TallyJob)}
 
 
 def job_class(name: str) -> type[Job]:

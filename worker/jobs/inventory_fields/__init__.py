@@ -23,6 +23,7 @@ from worker.jobs.inventory_fields.products import BackfillProducts, ProductsBatc
 from worker.jobs.inventory_fields.products_table import ProductsTable
 from worker.jobs.inventory_fields.reconcile import Reconcile
 from worker.jobs.inventory_fields.schema import EnsureSchema
+from worker.jobs.inventory_fields.settings import InventorySettings
 
 __all__ = ["BackfillProducts", "DefaultIndexOnly", "EnsureSchema", "InventoryFieldsJob", "ProductsBatch", "Reconcile"]
 
@@ -31,6 +32,7 @@ class InventoryFieldsJob(Job):
     name = "inventory_fields"
     checkpoint_id = "backfill_inventory_fields"
     stores = frozenset({"typesense"})
+    settings_class = InventorySettings
 
     def phases(self) -> Sequence[Phase]:
         products = ProductsTable(self.ctx)
@@ -40,7 +42,7 @@ class InventoryFieldsJob(Job):
             BackfillProducts(self.ctx, products),
             DefaultIndexOnly(self.ctx, products, export_started),
         ]
-        if self.ctx.settings.reconcile_max_passes > 0:
+        if self.ctx.job_settings.reconcile_max_passes > 0:
             phases.append(Reconcile(self.ctx, products, self.name))
         return phases
 

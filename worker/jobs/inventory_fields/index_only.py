@@ -25,7 +25,7 @@ class DefaultIndexOnly(KeysetPhase):
 
     def __init__(self, ctx: JobContext, products: ProductsTable, export_started: threading.Event | None = None):
         self.ctx, self.products = ctx, products
-        self.batch_size = ctx.settings.typesense_page_size
+        self.batch_size = ctx.job_settings.typesense_page_size
         self.snapshot = IndexSnapshot(ctx, products, "doc_id", export_started)
         self.query = KeysetQuery(self.snapshot.table, "doc_id", ("key", *NEW_FIELDS))
 

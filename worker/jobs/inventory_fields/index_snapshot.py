@@ -31,7 +31,7 @@ class IndexSnapshot:
     def __init__(self, ctx: JobContext, products: ProductsTable, index_on: str, started: threading.Event | None = None):
         """`index_on`: the column the phase walks or joins by (`doc_id` becomes the primary key)."""
         self.ctx, self.products, self.index_on = ctx, products, index_on
-        self.table = ctx.sink.scratch(ctx.settings.scratch_table)
+        self.table = ctx.sink.scratch(ctx.job_settings.scratch_table)
         #: Set once the export streams (see EnsureSchema).
         self.started = started or threading.Event()
 

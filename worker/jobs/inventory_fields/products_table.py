@@ -44,7 +44,7 @@ class ProductsTable:
 
     def __init__(self, ctx: JobContext):
         self.ctx = ctx
-        self.schema, self.name = ctx.settings.products_table.schema, ctx.settings.products_table.name
+        self.schema, self.name = ctx.job_settings.products_table.schema, ctx.job_settings.products_table.name
         self.identifier = sql.Identifier(self.schema, self.name)
         self._key_kind: KeyKind | None = None
 

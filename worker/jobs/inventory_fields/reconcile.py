@@ -102,7 +102,7 @@ class Reconcile(KeysetPhase):
         self.skip_recorded_failures = skip_recorded_failures
         # Pages are cheap (Postgres sums each up, and few entries differ): start at the largest.
         self.batch_size = ctx.settings.batch_size_max
-        self.max_passes = ctx.settings.reconcile_max_passes
+        self.max_passes = ctx.job_settings.reconcile_max_passes
         self.snapshot = IndexSnapshot(ctx, products, index_on="key")
         self.known: list[str] = []
 
