@@ -206,7 +206,7 @@ def run(inv: Invocation, retry_failures: bool = False) -> int:
                 batch_target_seconds=settings.batch_target_seconds,
             ),
         )
-        engine = Engine(job, store, resources.failure_store(), stop, policy, options, resources.throttler(stop))
+        engine = Engine(job, store, resources.failure_store(), stop, policy, options, resources.throttler(stop, job.indicators()))
         checkpoint = engine.retry_failures() if retry_failures else engine.run()
         if settings.dry_run and checkpoint is not None:
             skipped = getattr(job.ctx.sink, "skipped_calls", {})

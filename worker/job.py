@@ -24,6 +24,7 @@ from worker.stop import StopFlag
 
 if TYPE_CHECKING:  # worker.failures imports Failure from here
     from worker.failures import FailureStore
+    from worker.throttle import Indicator
 
 Row = Any
 Counters = dict[str, int]
@@ -284,7 +285,14 @@ class Job(ABC):
         return {v.name: v for v in found if isinstance(v, Verb)}
 
     def check(self) -> None:
-        """Fail fast, before any write: tables, collections and credentials are as the job needs."""
+        """Fail fast, before any write: tables, collections and credentials are as the job
+        needs; for a service of the job's own (an HTTP provider), that it answers and takes
+        the job's credentials."""
+
+    def indicators(self) -> Sequence["Indicator"]:
+        """Health signals of the job's own services (say, a provider's rate-limit headroom):
+        the engine pauses on them as on Postgres's and Typesense's (worker.throttle)."""
+        return ()
 
     @abstractmethod
     def phases(self) -> Sequence[Phase]: ...

@@ -7,7 +7,7 @@ before any connection is made.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import pymongo
 
@@ -63,10 +63,13 @@ class Resources:
             return DryRunSink(self.pg, self.index, calls=self.settings.dry_run_calls)
         return LiveSink(self.pg, self.index, before_write=lambda: check_lease(stop))
 
-    def throttler(self, stop: StopFlag) -> Throttler:
+    def throttler(self, stop: StopFlag, job_indicators: Sequence[Indicator] = ()) -> Throttler:
+        """Pauses while Postgres, Typesense (for a job that uses it) or a service of the job's
+        own (`job_indicators`) is busy."""
         s = self.settings
         indicators: list[Indicator] = [
-            PostgresActivity(self.pg, s.throttle_pg_max_active, s.throttle_pg_max_replication_lag_seconds)
+            PostgresActivity(self.pg, s.throttle_pg_max_active, s.throttle_pg_max_replication_lag_seconds),
+            *job_indicators,
         ]
         if self.index is not None:
             indicators.append(TypesenseHealth(self.index, s.throttle_ts_max_pending_writes))

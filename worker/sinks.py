@@ -2,8 +2,9 @@
 
 Dry-run lives here and only here, so neither the engine nor a job needs `if dry_run:` around
 each write. Every DDL and DML statement a job runs goes through a sink: `transaction` for one
-or several in one transaction (writes and the reads that must see them), `scratch_transaction`
-for the job's own scratch tables. The dry-run sink still reads, so its report is real: an index
+or several in one transaction (writes, RETURNING, COPY, and the reads that must see them),
+`scratch_transaction` for the job's own scratch tables, and `call` for a request to a provider
+that writes or costs money, which a dry run makes only with `--dry-run=calls`. The dry-run sink still reads, so its report is real: an index
 update of a document that does not exist is reported as the 404 the real import would have
 answered. Its only writes are to scratch tables in `pg_temp`, which
 belong to the dry run's own session and vanish with it: a dry run beside a running worker
