@@ -183,6 +183,7 @@ def test_a_verify_step_that_finds_a_mismatch_fails_the_run_until_the_cause_is_fi
 def test_a_stage_killed_mid_file_is_redone_whole(env, tmp_path):
     source = tmp_path / "big.jsonl"
     expected = write_readings(source, groups=1000, per_group=200, bad=False)  # 200,000 lines
+    env = {**env, "BATCH_SIZE": "5000", "BATCH_SIZE_MAX": "5000"}
     staging_like = env["TALLY_TABLES"].split(".")[1] + "_stage_%"
     proc = start_worker(env, "run", "--job", "tally", "--source", str(source), log_path=tmp_path / "killed.log")
 

@@ -121,10 +121,13 @@ class Totals(KeysetPhase):
         return KeyKind.TEXT  # staged as text: the walk orders groups as text does
 
     def prepare(self, resuming: bool) -> None:
+        """Each page is two index range scans once the staged rows are indexed by group, and
+        the planner knows it once they are analysed (a fresh table has no statistics)."""
         with self.ctx.sink.scratch_transaction() as cur:
             cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (grp, seq)").format(
                 sql.Identifier(f"{self.tables.staging_name}_grp"), self.tables.source.staging
             ))
+            cur.execute(sql.SQL("ANALYZE {}").format(self.tables.source.staging))
 
     def fetch(self, after: Key | None, limit: int) -> Sequence[Row]:
         page = self.query.page(self.ctx.pg.connection(), after, limit)
