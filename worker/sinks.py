@@ -86,6 +86,10 @@ class Sink(Protocol):
 
     def add_index_fields(self, fields: list[dict[str, Any]]) -> None: ...
 
+    def run_alone(self, statement: sql.Composable) -> None:
+        """A statement that cannot run inside a transaction block (`CREATE INDEX CONCURRENTLY`,
+        which builds an index without blocking the application's writes)."""
+
     def call(self, service: str, request: Callable[[], T]) -> T | None:
         """A request to an external provider that writes there or costs money (a paid
         embedding): made, except in a dry run without `--dry-run=calls`, which returns None."""
@@ -124,6 +128,10 @@ class LiveSink:
         self._before_write()
         return request()
 
+    def run_alone(self, statement: sql.Composable) -> None:
+        self._before_write()
+        self._pg.connection().execute(statement)  # autocommit: no transaction block around it
+
     @property
     def _search_index(self) -> TypesenseIndex:
         if self._index is None:
@@ -141,6 +149,9 @@ class DryRunSink(LiveSink):
         self._calls = calls
         #: Provider calls skipped, by service.
         self.skipped_calls: dict[str, int] = {}
+
+    def run_alone(self, statement: sql.Composable) -> None:
+        log.info("dry run: would run", statement=statement.as_string(self._pg.connection()))
 
     def call(self, service: str, request: Callable[[], T]) -> T | None:
         if self._calls:
