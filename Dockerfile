@@ -25,7 +25,8 @@ COPY worker/ worker/
 
 # Non-root: the worker needs no privileges. Numeric so Kubernetes' runAsNonRoot can verify it.
 RUN groupadd --system --gid 10001 backfill \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin backfill
+    && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin backfill \
+    && mkdir /data && chown 10001:10001 /data   # a named volume mounted here starts as the worker's
 USER 10001:10001
 
 CMD ["python", "-m", "worker"]

@@ -240,7 +240,19 @@ class GroupedKeysetQuery:
             return GroupedPage([], final=True)
         return GroupedPage([row[:-1] for row in found], final=found[0][-1])
 
-    def statement(self, after_group: Key | None, limit: int) -> tuple[sql.Composed, tuple]:
+    def summary(self, conn: psycopg.Connection, after_group: Key | None, limit: int) -> tuple[int, Key | None, bool]:
+        """What `page` would return, summed up by Postgres: its row count, its last group and
+        whether it is final, without a Python object per row (a phase that writes with SQL over
+        the page's range needs no more; `span` reads the rows if they are wanted)."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        statement, params = self.statement(after_group, limit, summary=True)
+        with conn.cursor() as cur:
+            cur.execute(statement, params)
+            size, last_group, final = cur.fetchone()
+        return size, last_group if size else None, final
+
+    def statement(self, after_group: Key | None, limit: int, summary: bool = False) -> tuple[sql.Composed, tuple]:
         """The page's one statement and its parameters. The first `limit` rows past
         `after_group` give the last group (the edge); the page is every row with
         `after_group` < group <= edge, plus a column saying whether no row lies past edge.
@@ -256,12 +268,20 @@ class GroupedKeysetQuery:
             head, head_params = self._where(sql.SQL("{} > %s").format(g), (after_group,))
             span, span_params = self._where(sql.SQL("{g} > %s AND {g} <= {edge}").format(g=g, edge=edge), (after_group,))
         past, past_params = self._where(sql.SQL("{} > {}").format(g, edge), ())
+        # The page's rows and whether it is final; or summed up: its size, its edge, and that.
+        select = (
+            sql.SQL("count(*), {}, ").format(edge) if summary else sql.SQL("{}, ").format(self._columns())
+        ) + sql.SQL("(SELECT {g} FROM {table} {past} ORDER BY {g} LIMIT 1) IS NULL FROM {table} {span}").format(
+            g=g, table=self.table, past=past, span=span
+        )
         statement = sql.SQL(
             "WITH _grouped_keyset_edge AS (SELECT {g} AS _edge FROM"
             " (SELECT {g} FROM {table} {head} ORDER BY {g} LIMIT %s) head ORDER BY {g} DESC LIMIT 1)"
-            " SELECT {cols}, (SELECT {g} FROM {table} {past} ORDER BY {g} LIMIT 1) IS NULL"
-            " FROM {table} {span} ORDER BY {order}"
-        ).format(g=g, table=self.table, head=head, past=past, span=span, cols=self._columns(), order=self._order())
+            " SELECT {select}{order}"
+        ).format(
+            g=g, table=self.table, head=head, select=select,
+            order=sql.SQL("") if summary else sql.SQL(" ORDER BY {}").format(self._order()),
+        )
         return statement, (*head_params, limit, *past_params, *span_params)
 
     @staticmethod

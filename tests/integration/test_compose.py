@@ -227,3 +227,17 @@ def test_env_example_values_are_configs_defaults_except_connections() -> None:
     for field in dataclasses.fields(Settings):
         if field.name not in demo_only:
             assert getattr(settings, field.name) == getattr(defaults, field.name), field.name
+
+
+def test_the_place_knowledge_profile_writes_a_source_then_imports_it(tmp_path: Path, compose_services: dict[str, Any]) -> None:
+    assert not {"place-knowledge", "place-knowledge-seed"} & set(compose_services), "only with its profile"
+    services = compose(tmp_path, env={"COMPOSE_PROFILES": "place-knowledge"})["services"]
+    seed, job = services["place-knowledge-seed"], services["place-knowledge"]
+    out = seed["command"][seed["command"].index("--out") + 1]
+    assert seed["command"][:3] == ["python", "-m", "worker.demo_place_knowledge"]
+    assert job["command"] == ["python", "-m", "worker", "run", "--job", "place_knowledge", "--source", out]
+    assert job["depends_on"]["place-knowledge-seed"]["condition"] == "service_completed_successfully"
+    mounts = [{(v["source"], v["target"]) for v in s["volumes"]} for s in (seed, job)]
+    assert mounts[0] == mounts[1] and any(out.startswith(target) for _, target in mounts[0])
+    for name in ("DB_HOST", "DB_PASSWORD", "DB_DATABASE"):  # both on the demo Postgres, whatever .env says
+        assert seed["environment"][name] == job["environment"][name] == services["worker"]["environment"][name]

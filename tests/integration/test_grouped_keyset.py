@@ -65,6 +65,8 @@ def walk(query: GroupedKeysetQuery, conn: psycopg.Connection, limit: int, after=
     pages = []
     while True:
         page = query.page(conn, after, limit)
+        # The page summed up by Postgres says what the page itself says.
+        assert query.summary(conn, after, limit) == (len(page.rows), page.last_group, page.final)
         pages.append(page)
         if page.final:
             return pages

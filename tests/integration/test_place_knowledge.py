@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +15,10 @@ import pymongo
 import pytest
 from psycopg import sql
 
-from tests.integration.inventory_data import REPO, events, pg_connect, run_worker
+from tests.integration.inventory_data import NO_DOTENV, child_env, events, pg_connect, run_worker
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
+from worker.demo_place_knowledge import fresh_schema
 
-#: The application's tables as seed 000 has them (a copy of ../shared/schemas/000_place_knowledge.sql).
-SCHEMA_SQL = (REPO / "tests" / "schemas" / "000_place_knowledge.sql").read_text()
 POI = "google-ChIJtTyDwJkxbUYRSfa9a56pD5o"
 SEED_FACTS = [
     {"poi_id": POI, "topic": "history", "fact_text": "Antikvariatet er i en trebygning fra 1700-tallet.",
@@ -45,12 +46,8 @@ def schema_of(env: dict[str, str]) -> str:
 
 def create_schema(env: dict[str, str], pois: int = 3, areas: int = 2) -> None:
     """The application's tables, in the test's schema, with POIs p1.. and areas a1.. (and the seed's POI)."""
-    schema = sql.Identifier(schema_of(env))
     with pg_connect(env) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(schema))
-        conn.execute(sql.SQL("CREATE SCHEMA {}").format(schema))
-        conn.execute(sql.SQL("SET search_path TO {}, public").format(schema))
-        conn.execute(SCHEMA_SQL.replace("CREATE EXTENSION IF NOT EXISTS pgcrypto;", ""))
+        fresh_schema(conn, schema_of(env))
         conn.execute("INSERT INTO pois SELECT 'p' || i, 'POI ' || i FROM generate_series(1, %s) i", (pois,))
         conn.execute("INSERT INTO pois VALUES (%s, 'Antikvariatet')", (POI,))
         conn.execute("INSERT INTO areas SELECT 'a' || i, 'Area ' || i FROM generate_series(1, %s) i", (areas,))
@@ -259,3 +256,41 @@ def test_kills_mid_file_and_mid_force_end_as_an_uninterrupted_run(env, tmp_path)
     )
     assert baseline.counters["inserted"] == 12_000 and baseline.counters["dup_in_input"] == 2_400
     assert baseline.counters["deleted_stale"] == 600  # the old facts of every POI in the source
+
+
+def test_a_directory_of_research_files_is_a_source(env, tmp_path):
+    research = tmp_path / "research"
+    research.mkdir()
+    (research / "manifest.json").write_text(json.dumps({"files": 2}))
+    (research / "p1.json").write_text(json.dumps({"poi_id": "p1", "facts": [
+        {"topic": "history", "fact_text": "Bryggen ble bygd etter brannen i 1702."},
+        {"topic": "food", "fact_text": "Fiskemarkedet ligger like ved.", "confidence": "verified"},
+    ]}, ensure_ascii=False))
+    (research / "a1.json").write_text(json.dumps({"area_id": "a1", "facts": [
+        {"topic": "nature", "fact_text": "Området er kjent for sine trehus og smug."},
+        {"topic": "spatial", "fact_text": "Ligger øst for Nidelva.", "poi_id": "p1"},  # a fact naming another parent
+    ]}, ensure_ascii=False))
+
+    counters, _ = run(env, research)
+
+    assert (counters["files_staged"], counters["rows_staged"]) == (2, 4)
+    assert import_counters(counters) == {"inserted": 3, "dup_in_input": 0, "dup_existing": 0, "failed": 1, "deleted_stale": 0}
+    assert [(f[0], f[1], f[2]) for f in facts(env)] == [("p1", None, "food"), ("p1", None, "history"), (None, "a1", "nature")]
+
+
+def test_the_demo_writes_a_source_that_imports_with_every_counter(env, tmp_path):
+    out = tmp_path / "demo"
+    made = subprocess.run(
+        [sys.executable, "-m", "worker.demo_place_knowledge", "--out", str(out), "--pois", "60"],
+        cwd=NO_DOTENV, env=child_env(env), capture_output=True, text=True, timeout=120,
+    )
+    assert made.returncode == 0, made.stderr
+    assert "60 POIs, 20 areas, 6 facts already in the table" in made.stdout
+
+    counters, _ = run(env, out)
+
+    assert counters["files_staged"] == 80 and counters["rows_staged"] > 300
+    c = import_counters(counters)
+    assert c["dup_existing"] == 6 and c["dup_in_input"] > 0 and c["inserted"] > 300
+    assert c["inserted"] + c["dup_in_input"] + c["dup_existing"] + c["failed"] == counters["rows_staged"]
+    assert "æ" in "".join(f[3] for f in facts(env)) or "ø" in "".join(f[3] for f in facts(env))

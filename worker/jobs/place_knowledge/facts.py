@@ -75,8 +75,9 @@ class ParentFacts(KeysetPhase):
         self.table.describe()
 
     def fetch(self, after: Key | None, limit: int) -> Sequence[Row]:
-        page = self.query.page(self.ctx.pg.connection(), after, limit)
-        return Page(len(page.rows), page.last_group, ("parents", after, page.last_group), rows=lambda: page.rows, final=page.final)
+        conn = self.ctx.pg.connection()
+        size, last, final = self.query.summary(conn, after, limit)
+        return Page(size, last, ("parents", after, last), rows=lambda: self.query.span(conn, after, last), final=final)
 
     def fetch_keys(self, keys: Sequence[Key]) -> Sequence[Row]:
         """Failed rows again, alone (`retry`, once a missing POI exists, say): written if they
