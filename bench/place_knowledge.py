@@ -15,10 +15,8 @@ worker on an N-fact source, to compare its peak RSS across sizes. Figures: bench
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +24,8 @@ from psycopg import sql
 
 from bench.common import pg_connect
 from bench.place_knowledge_data import Expected, create, write_source
-from bench.run import CpuMeter, contender_env, run_measured, start_services
+from bench.jobs import finish, job_env, run_contenders
+from bench.run import CpuMeter, run_measured, start_services
 from worker.config import load_settings
 from worker.jobs.place_knowledge.table import hash_of
 
@@ -47,9 +46,7 @@ def end_state(env: dict[str, str]) -> dict[str, int]:
 
 
 def run_one(name: str, services: Any, meter: CpuMeter, source: Path, facts: int, existing: int, expected: Expected, out: Path) -> dict[str, Any]:
-    env = contender_env(services, f"bench_pk_{name}_{int(time.time())}")
-    env = {k: v for k, v in env.items() if not k.startswith("TYPESENSE_")}
-    env.update(PLACE_KNOWLEDGE_TABLE=f"{SCHEMA}.place_knowledge", PLACE_KNOWLEDGE_STAGING=f"{SCHEMA}.pk_import")
+    env = job_env(services, f"pk_{name}", PLACE_KNOWLEDGE_TABLE=f"{SCHEMA}.place_knowledge", PLACE_KNOWLEDGE_STAGING=f"{SCHEMA}.pk_import")
     with pg_connect(load_settings(env), autocommit=True) as conn:
         create(conn, SCHEMA, facts, existing)
         conn.execute("CHECKPOINT")
@@ -58,7 +55,7 @@ def run_one(name: str, services: Any, meter: CpuMeter, source: Path, facts: int,
         raise SystemExit(f"bench: {name} exited {m['rc']}:\n{m['stderr_tail']}")
     m["state"] = end_state(env)
     m["ok"] = m["state"] == {"rows": expected.rows, "distinct_content": expected.rows}
-    m["facts_per_s"] = facts / m["wall"]
+    m["rate"] = facts / m["wall"]
     m.pop("stdout", None)
     return m
 
@@ -79,23 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         expected = write_source(source, args.facts, args.existing)
         print(f"bench: {args.facts:,} facts ({expected.new:,} new, {expected.dup_in_input:,} repeated in the file,"
               f" {expected.dup_existing:,} already there, {expected.failed:,} refused), {args.existing:,} existing; logs in {out}", flush=True)
-        results = {}
-        for name in args.contenders.split(","):
-            results[name] = m = run_one(name, services, meter, source, args.facts, args.existing, expected, out)
-            print(f"bench: {name:<7} {m['wall']:8.1f} s {m['facts_per_s']:>10,.0f} facts/s  peak RSS {m['rss_mb']:7.1f} MB"
-                  f"  end state {'OK' if m['ok'] else 'WRONG ' + json.dumps(m['state'])}", flush=True)
-        if {"worker", "seed"} <= set(results):
-            print(f"bench: worker vs seed loop: {results['seed']['wall'] / results['worker']['wall']:.2f}x faster", flush=True)
-        if {"worker", "limit"} <= set(results):
-            print(f"bench: worker vs limit: {results['limit']['wall'] / results['worker']['wall']:.2f} of the limit's speed", flush=True)
+        results = run_contenders(
+            args.contenders.split(","), lambda name: run_one(name, services, meter, source, args.facts, args.existing, expected, out), "facts"
+        )
+        small = None
         if "worker" in results:
-            small = args.rss_facts or args.facts // 5
-            small_source = out / "small.jsonl"
-            small_expected = write_source(small_source, small, args.existing)
-            m = run_one("worker", services, meter, small_source, small, args.existing, small_expected, out / "small")
-            print(f"bench: worker peak RSS {m['rss_mb']:.1f} MB at {small:,} facts, {results['worker']['rss_mb']:.1f} MB at {args.facts:,}", flush=True)
-            results["worker_small"] = m
-        (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
+            facts = args.rss_facts or args.facts // 5
+            small_expected = write_source(out / "small.jsonl", facts, args.existing)
+            small = run_one("worker", services, meter, out / "small.jsonl", facts, args.existing, small_expected, out / "small")
+        finish(results, "seed", small, (f"{args.rss_facts or args.facts // 5:,} facts", f"{args.facts:,}"), out)
     finally:
         services.stop()
     return 0

@@ -8,10 +8,12 @@ connection runs one statement at a time), so a pipelined reader and writers neve
 
 from __future__ import annotations
 
+import re
 import threading
 from typing import Any, Mapping
 
 import psycopg
+from psycopg import sql
 
 APPLICATION_NAME = "backfill-worker"
 
@@ -127,3 +129,19 @@ class Postgres:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def fresh_schema(conn: psycopg.Connection, schema: str, ddl: str) -> None:
+    """Schema `schema` made anew (dropped first if it exists), `ddl` run in it, and the
+    connection's search_path left on it: an application's tables for a demo, a test or a
+    benchmark. `CREATE EXTENSION` lines run first, in public: an extension is the database's,
+    and must not be dropped with the schema."""
+    s = sql.Identifier(schema)
+    extensions = re.findall(r"^\s*CREATE EXTENSION[^;]*;", ddl, flags=re.MULTILINE | re.IGNORECASE)
+    for statement in extensions:
+        conn.execute(statement)
+        ddl = ddl.replace(statement, "")
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s))
+    conn.execute(sql.SQL("CREATE SCHEMA {}").format(s))
+    conn.execute(sql.SQL("SET search_path TO {}, public").format(s))
+    conn.execute(ddl)

@@ -43,8 +43,8 @@ class BatchRunner:
             self._call(lambda: self.failures.record(self.job, phase.name, failures), "failures: record")
             log.warning("rows failed and were recorded", job=self.job, phase=phase.name, count=len(failures), first_key=failures[0].key, first_error=failures[0].error)
         counters = dict(pre)
-        # Rejected rows were never written, so their pre-image is the same on every attempt.
-        add_counters(counters, {k: -v for k, v in phase.tally([row for row, _ in rejected]).items()})
+        if rejected:  # rows never written: their pre-image is the same on every attempt
+            add_counters(counters, {k: -v for k, v in phase.tally([row for row, _ in rejected]).items()})
         add_counters(counters, result.counters)
         add_counters(counters, {"failures": len(failures)})
         return counters, failures

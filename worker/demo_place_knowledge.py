@@ -22,6 +22,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from utils import pg
 from utils.pg import Postgres
 from worker.config import environment, load_settings
 from worker.exceptions import ConfigError
@@ -47,13 +48,9 @@ FACTS = {
 
 
 def fresh_schema(conn: psycopg.Connection, schema: str) -> None:
-    """Schema `schema` made anew (dropped first if it exists) with the application's tables,
-    and the connection's search_path set to it (tests and benchmarks start from this)."""
-    s = sql.Identifier(schema)
-    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(s))
-    conn.execute(sql.SQL("CREATE SCHEMA {}").format(s))
-    conn.execute(sql.SQL("SET search_path TO {}, public").format(s))
-    conn.execute(SCHEMA_SQL.replace("CREATE EXTENSION IF NOT EXISTS pgcrypto;", ""))  # pgcrypto: once, in public
+    """Schema `schema` made anew with the application's tables, the search_path on it (tests
+    and benchmarks start from this)."""
+    pg.fresh_schema(conn, schema, SCHEMA_SQL)
 
 
 def place_names(rng: random.Random, count: int) -> list[tuple[str, str]]:

@@ -5,10 +5,11 @@ from __future__ import annotations
 from worker.exceptions import UnknownJob
 from worker.job import Job
 from worker.jobs.inventory_fields import InventoryFieldsJob
+from worker.jobs.metrics_migration import MetricsMigrationJob
 from worker.jobs.place_knowledge import PlaceKnowledgeJob
 from worker.jobs.tally import TallyJob
 
-JOBS: dict[str, type[Job]] = {job.name: job for job in (InventoryFieldsJob, PlaceKnowledgeJob, TallyJob)}
+JOBS: dict[str, type[Job]] = {job.name: job for job in (InventoryFieldsJob, MetricsMigrationJob, PlaceKnowledgeJob, TallyJob)}
 
 
 def job_class(name: str) -> type[Job]:
