@@ -85,56 +85,59 @@ class Mapping:
         }
 
     def tally(self, condition: sql.Composable) -> sql.Composable:
-        """One row: rows each table lacks, and the groups already begun (a fact) yet incomplete."""
+        """One row: rows each table lacks, and the groups already begun (a fact) yet incomplete
+        (every group without its fact also lacks its brand metrics, so begun = the groups lacking
+        anything but a fact, minus those lacking the fact)."""
         missing = self.missing()
-        counts = [sql.SQL("(SELECT count(*) FROM ({}) m)").format(missing[t]) for t in TARGETS]
-        begun = sql.SQL(
-            "(SELECT count(*) FROM {facts} fact WHERE fact.collector_result_id IN ("
-            + " UNION ".join(f"SELECT collector_result_id FROM ({{{t}}}) m_{t}" for t in TARGETS[1:])
-            + "))"
-        ).format(facts=self.t("metric_facts"), **{t: missing[t] for t in TARGETS[1:]})
-        return self.batch(condition) + sql.SQL("SELECT {}, {}").format(sql.SQL(", ").join(counts), begun)
+        need = sql.SQL(" UNION ALL ").join(
+            sql.SQL("SELECT {} AS t, collector_result_id FROM ({}) m").format(sql.Literal(t), missing[t]) for t in TARGETS
+        )
+        counts = sql.SQL(", ").join(sql.SQL("count(*) FILTER (WHERE t = {})").format(sql.Literal(t)) for t in TARGETS)
+        return self.batch(condition) + sql.SQL(
+            ", need AS ({}) SELECT {}, count(DISTINCT collector_result_id) FILTER (WHERE t <> 'metric_facts')"
+            " - count(DISTINCT collector_result_id) FILTER (WHERE t = 'metric_facts') FROM need"
+        ).format(need, counts)
 
-    # -- the writes, in order (facts first: the others hang on them) ------------------------
+    # -- the writes: two statements, facts first --------------------------------------------
 
     def writes(self, condition: sql.Composable) -> list[sql.Composable]:
-        head = self.batch(condition)
-        fact_of = sql.SQL("JOIN {} f ON f.collector_result_id = {}.collector_result_id").format
+        """The facts, then the four tables hanging on them in one statement, each joined to its
+        fact through metric_facts' unique index (never a CTE join: the planner, misjudging a
+        CTE's size, would nest two of them)."""
+        t = self.t
+        fact = sql.SQL("JOIN {} f ON f.collector_result_id = {}.collector_result_id").format
         resolved = sql.SQL("cardinality(comp.matches) = 1")
-        return [
-            head + sql.SQL(
-                "INSERT INTO {} (collector_result_id, brand_id, customer_id, query_id, collector_type, topic, processed_at)"
-                " SELECT collector_result_id, brand_id, customer_id, query_id, collector_type, topic, processed_at FROM brand"
-                " WHERE refs_exist ON CONFLICT (collector_result_id) DO NOTHING"
-            ).format(self.t("metric_facts")),
-            head + sql.SQL(
-                "INSERT INTO {} (metric_fact_id, visibility_index, share_of_answers, has_brand_presence, brand_first_position,"
-                " brand_positions, total_brand_mentions, total_word_count)"
-                " SELECT f.id, visibility_index, share_of_answers_brand, coalesce(has_brand_presence, false), brand_first_position,"
-                " brand_positions, coalesce(total_brand_mentions, 0), coalesce(total_word_count, 0) FROM brand {}"
-                " ON CONFLICT (metric_fact_id) DO NOTHING"
-            ).format(self.t("brand_metrics"), fact_of(self.t("metric_facts"), sql.SQL("brand"))),
-            head + sql.SQL(
-                "INSERT INTO {} (metric_fact_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences)"
-                " SELECT f.id, {}, sentiment_score, coalesce(sentiment_positive_sentences, '[]'), coalesce(sentiment_negative_sentences, '[]')"
-                " FROM brand {} WHERE {} ON CONFLICT (metric_fact_id) DO NOTHING"
-            ).format(self.t("brand_sentiment"), _label("sentiment_label"), fact_of(self.t("metric_facts"), sql.SQL("brand")), _valid("sentiment_label")),
-            head + sql.SQL(
-                "INSERT INTO {} (metric_fact_id, competitor_id, visibility_index, share_of_answers, competitor_positions, competitor_mentions)"
-                " SELECT DISTINCT ON (f.id, matches[1]) f.id, matches[1], visibility_index_competitor, share_of_answers_competitor,"
-                " competitor_positions, coalesce(competitor_mentions, 0) FROM comp {} WHERE {}"
-                " ORDER BY f.id, matches[1], comp.id ON CONFLICT (metric_fact_id, competitor_id) DO NOTHING"
-            ).format(self.t("competitor_metrics"), fact_of(self.t("metric_facts"), sql.SQL("comp")), resolved),
-            head + sql.SQL(
-                "INSERT INTO {} (metric_fact_id, competitor_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences)"
-                " SELECT DISTINCT ON (f.id, matches[1]) f.id, matches[1], {}, sentiment_score_competitor,"
-                " coalesce(sentiment_positive_sentences_competitor, '[]'), coalesce(sentiment_negative_sentences_competitor, '[]')"
-                " FROM comp {} WHERE {} AND {} ORDER BY f.id, matches[1], comp.id ON CONFLICT (metric_fact_id, competitor_id) DO NOTHING"
-            ).format(
-                self.t("competitor_sentiment"), _label("sentiment_label_competitor"), fact_of(self.t("metric_facts"), sql.SQL("comp")),
-                resolved, _valid("sentiment_label_competitor"),
-            ),
-        ]
+        facts = self.batch(condition) + sql.SQL(
+            "INSERT INTO {} (collector_result_id, brand_id, customer_id, query_id, collector_type, topic, processed_at)"
+            " SELECT collector_result_id, brand_id, customer_id, query_id, collector_type, topic, processed_at FROM brand"
+            " WHERE refs_exist ON CONFLICT (collector_result_id) DO NOTHING"
+        ).format(t("metric_facts"))
+        rest = self.batch(condition) + sql.SQL(
+            ", bm AS (INSERT INTO {bm} (metric_fact_id, visibility_index, share_of_answers, has_brand_presence, brand_first_position,"
+            "   brand_positions, total_brand_mentions, total_word_count)"
+            "   SELECT f.id, visibility_index, share_of_answers_brand, coalesce(has_brand_presence, false), brand_first_position,"
+            "   brand_positions, coalesce(total_brand_mentions, 0), coalesce(total_word_count, 0) FROM brand {brand_fact}"
+            "   ON CONFLICT (metric_fact_id) DO NOTHING),"
+            " bs AS (INSERT INTO {bs} (metric_fact_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences)"
+            "   SELECT f.id, {brand_label}, sentiment_score, coalesce(sentiment_positive_sentences, '[]'),"
+            "   coalesce(sentiment_negative_sentences, '[]') FROM brand {brand_fact} WHERE {brand_valid}"
+            "   ON CONFLICT (metric_fact_id) DO NOTHING),"
+            " cm AS (INSERT INTO {cm} (metric_fact_id, competitor_id, visibility_index, share_of_answers, competitor_positions, competitor_mentions)"
+            "   SELECT DISTINCT ON (f.id, matches[1]) f.id, matches[1], visibility_index_competitor, share_of_answers_competitor,"
+            "   competitor_positions, coalesce(competitor_mentions, 0) FROM comp {comp_fact} WHERE {resolved}"
+            "   ORDER BY f.id, matches[1], comp.id ON CONFLICT (metric_fact_id, competitor_id) DO NOTHING)"
+            " INSERT INTO {cs} (metric_fact_id, competitor_id, sentiment_label, sentiment_score, positive_sentences, negative_sentences)"
+            " SELECT DISTINCT ON (f.id, matches[1]) f.id, matches[1], {comp_label}, sentiment_score_competitor,"
+            " coalesce(sentiment_positive_sentences_competitor, '[]'), coalesce(sentiment_negative_sentences_competitor, '[]')"
+            " FROM comp {comp_fact} WHERE {resolved} AND {comp_valid}"
+            " ORDER BY f.id, matches[1], comp.id ON CONFLICT (metric_fact_id, competitor_id) DO NOTHING"
+        ).format(
+            bm=t("brand_metrics"), bs=t("brand_sentiment"), cm=t("competitor_metrics"), cs=t("competitor_sentiment"),
+            brand_fact=fact(t("metric_facts"), sql.SQL("brand")), comp_fact=fact(t("metric_facts"), sql.SQL("comp")),
+            brand_label=_label("sentiment_label"), brand_valid=_valid("sentiment_label"), resolved=resolved,
+            comp_label=_label("sentiment_label_competitor"), comp_valid=_valid("sentiment_label_competitor"),
+        )
+        return [facts, rest]
 
     def failures(self, condition: sql.Composable) -> sql.Composable:
         """(source row id, why) for each row or group that cannot be migrated whole."""
