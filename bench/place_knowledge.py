@@ -79,12 +79,11 @@ def main(argv: list[str] | None = None) -> int:
         results = run_contenders(
             args.contenders.split(","), lambda name: run_one(name, services, meter, source, args.facts, args.existing, expected, out), "facts"
         )
-        small = None
+        small, small_facts = None, args.rss_facts or args.facts // 5
         if "worker" in results:
-            facts = args.rss_facts or args.facts // 5
-            small_expected = write_source(out / "small.jsonl", facts, args.existing)
-            small = run_one("worker", services, meter, out / "small.jsonl", facts, args.existing, small_expected, out / "small")
-        finish(results, "seed", small, (f"{args.rss_facts or args.facts // 5:,} facts", f"{args.facts:,}"), out)
+            small_expected = write_source(out / "small.jsonl", small_facts, args.existing)
+            small = run_one("worker", services, meter, out / "small.jsonl", small_facts, args.existing, small_expected, out / "small")
+        finish(results, "seed", small, (f"{small_facts:,} facts", f"{args.facts:,}"), out)
     finally:
         services.stop()
     return 0

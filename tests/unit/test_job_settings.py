@@ -82,19 +82,11 @@ def test_a_job_without_run_parameters_keeps_its_checkpoint_id():
     assert (run.checkpoint_id, run.name, run.params) == ("backfill_inventory_fields", "inventory_fields", {})
 
 
+@pytest.mark.parametrize("document, render", [(".env.example", env_section), ("README.md", readme_section)])
 @pytest.mark.parametrize("job", sorted(JOBS))
-def test_env_example_has_each_jobs_section_as_declared(job):
-    section = env_section(job, JOBS[job].settings_class)
-    text = (REPO / ".env.example").read_text()
-    assert section in text, f".env.example lacks or differs from:\n{section}"
+def test_each_jobs_settings_are_documented_as_declared(job, document, render):
+    section = render(job, JOBS[job].settings_class)
+    text = (REPO / document).read_text()
+    assert section in text, f"{document} lacks or differs from:\n{section}"
     after = text[text.index(section) + len(section):]
-    assert after == "" or after.startswith("\n"), f"section of {job} in .env.example has lines it does not declare"
-
-
-@pytest.mark.parametrize("job", sorted(JOBS))
-def test_readme_has_each_jobs_settings_table_as_declared(job):
-    section = readme_section(job, JOBS[job].settings_class)
-    text = (REPO / "README.md").read_text()
-    assert section in text, f"README.md lacks or differs from:\n{section}"
-    after = text[text.index(section) + len(section):]
-    assert after == "" or after.startswith("\n"), f"table of {job} in README.md has rows it does not declare"
+    assert after == "" or after.startswith("\n"), f"the section of {job} in {document} has lines it does not declare"

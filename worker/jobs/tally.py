@@ -56,10 +56,9 @@ class Tables:
     def __init__(self, ctx: JobContext, tag: str):
         prefix: TableName = ctx.job_settings.tables
         self.totals = sql.Identifier(prefix.schema, f"{prefix.name}_totals")
-        self.staging_name = f"{prefix.name}_stage_{tag}"
         self.source = FileSource(
             ctx, ctx.job_settings.source, JsonLines(),
-            staging=TableName(prefix.schema, self.staging_name),
+            staging=TableName(prefix.schema, f"{prefix.name}_stage_{tag}"),
             ledger=TableName(prefix.schema, f"{prefix.name}_files_{tag}"),
             columns=("grp", "value"), aliases={"group": "grp"},
         )
@@ -121,13 +120,7 @@ class Totals(KeysetPhase):
         return KeyKind.TEXT  # staged as text: the walk orders groups as text does
 
     def prepare(self, resuming: bool) -> None:
-        """Each page is two index range scans once the staged rows are indexed by group, and
-        the planner knows it once they are analysed (a fresh table has no statistics)."""
-        with self.ctx.sink.scratch_transaction() as cur:
-            cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (grp, seq)").format(
-                sql.Identifier(f"{self.tables.staging_name}_grp"), self.tables.source.staging
-            ))
-            cur.execute(sql.SQL("ANALYZE {}").format(self.tables.source.staging))
+        self.tables.source.index_by("grp")
 
     def fetch(self, after: Key | None, limit: int) -> Sequence[Row]:
         page = self.query.page(self.ctx.pg.connection(), after, limit)

@@ -72,7 +72,9 @@ class Migrate(KeysetPhase):
         return Page(len(groups), None, ("groups", groups), rows=lambda: [(g,) for g in groups])
 
     def _condition(self, rows: Sequence[Row]) -> tuple[sql.Composable, tuple[Any, ...]]:
-        kind, *bounds = rows.summary if isinstance(rows, Page) else ("groups", sorted({r[0] for r in rows}))
+        """The batch's collector results as a condition on the source (alias `e`). `rows` is
+        always a Page (fetch, fetch_keys): the engine never halves a batch of this phase."""
+        kind, *bounds = rows.summary  # type: ignore[attr-defined]
         if kind == "groups":
             return sql.SQL("e.collector_result_id = ANY(%s)"), (bounds[0],)
         after, last = bounds

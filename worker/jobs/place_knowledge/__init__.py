@@ -20,8 +20,6 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from psycopg import sql
-
 from worker.config import TableName
 from worker.file_source import FileSource, JsonLines, ResearchJson
 from worker.job import Counters, Job, JobContext, Phase, Step
@@ -31,12 +29,6 @@ from worker.jobs.place_knowledge.settings import PlaceKnowledgeSettings
 from worker.jobs.place_knowledge.table import STAGED_TYPES, FactsTable
 
 
-def staging_table(ctx: JobContext, tag: str) -> TableName:
-    """The run's staged facts."""
-    prefix = ctx.job_settings.staging
-    return TableName(prefix.schema, f"{prefix.name}_rows_{tag}")
-
-
 def file_source(ctx: JobContext, tag: str) -> FileSource:
     """The run's source: a JSON Lines file, or a directory of research JSON files."""
     settings: PlaceKnowledgeSettings = ctx.job_settings
@@ -44,7 +36,7 @@ def file_source(ctx: JobContext, tag: str) -> FileSource:
     assert settings.source is not None  # required
     return FileSource(
         ctx, settings.source, ResearchJson() if settings.source.is_dir() else JsonLines(),
-        staging=staging_table(ctx, tag),
+        staging=TableName(prefix.schema, f"{prefix.name}_rows_{tag}"),
         ledger=TableName(prefix.schema, f"{prefix.name}_files_{tag}"),
         columns=STAGED_TYPES,
     )
@@ -53,17 +45,12 @@ def file_source(ctx: JobContext, tag: str) -> FileSource:
 class Stage(Step):
     name = "stage"
 
-    def __init__(self, ctx: JobContext, source: FileSource, staging: TableName):
-        self.ctx, self.source, self.staging = ctx, source, staging
+    def __init__(self, source: FileSource):
+        self.source = source
 
     def run(self) -> Counters:
         report = self.source.stage()
-        with self.ctx.sink.scratch_transaction() as cur:
-            for parent in ("poi_id", "area_id"):  # each page of a grouped walk: two index range scans
-                cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} ({}, seq)").format(
-                    sql.Identifier(f"{self.staging.name}_{parent}"), self.source.staging, sql.Identifier(parent)
-                ))
-            cur.execute(sql.SQL("ANALYZE {}").format(self.source.staging))
+        self.source.index_by("poi_id", "area_id")  # the grouped walks of poi_facts and area_facts
         return report.counters
 
 
@@ -77,7 +64,7 @@ class PlaceKnowledgeJob(Job):
         source = file_source(self.ctx, self.run.tag)
         table = FactsTable(self.ctx, settings.table)
         return (
-            Stage(self.ctx, source, staging_table(self.ctx, self.run.tag)),
+            Stage(source),
             AddHashColumn(self.ctx, table),
             HashExisting(self.ctx, table),
             UniqueHashIndex(self.ctx, table),

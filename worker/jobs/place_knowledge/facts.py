@@ -87,8 +87,9 @@ class ParentFacts(KeysetPhase):
 
     def _batch(self, rows: Sequence[Row]) -> tuple[sql.Composable, tuple[Any, ...], bool]:
         """The batch as a condition on staging alias `s`, its parameters, and whether it holds
-        whole parents."""
-        kind, *bounds = rows.summary if isinstance(rows, Page) else ("rows", [r[1] for r in rows])
+        whole parents. `rows` is always a Page (fetch, fetch_keys): the engine never halves a
+        batch of this phase."""
+        kind, *bounds = rows.summary  # type: ignore[attr-defined]
         p, o = sql.Identifier(self.parent), sql.Identifier(self.other)
         if kind == "rows":
             return sql.SQL("s.seq = ANY(%s)"), (bounds[0],), False

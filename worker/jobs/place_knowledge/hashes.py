@@ -110,7 +110,7 @@ class UniqueHashIndex(Step):
 
     def __init__(self, ctx: JobContext, table: FactsTable):
         self.ctx, self.table = ctx, table
-        self.index = sql.Identifier(f"{table.name.name}_content_hash_key"[:63])
+        self.index_name = f"{table.name.name}_content_hash_key"[:63]
 
     def _state(self) -> bool | None:
         """True: a valid index exists; False: an invalid one; None: none."""
@@ -118,7 +118,7 @@ class UniqueHashIndex(Step):
             cur.execute(
                 "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
                 " JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s",
-                (self.table.name.schema, f"{self.table.name.name}_content_hash_key"[:63]),
+                (self.table.name.schema, self.index_name),
             )
             found = cur.fetchone()
         return None if found is None else bool(found[0])
@@ -127,11 +127,12 @@ class UniqueHashIndex(Step):
         return {"content_hash_index_built": 0 if self._state() else 1}
 
     def run(self) -> Counters:
-        qualified = sql.Identifier(self.table.name.schema, f"{self.table.name.name}_content_hash_key"[:63])
         if self._state() is False:
-            self.ctx.sink.run_alone(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(qualified))
+            self.ctx.sink.run_alone(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS {}").format(
+                sql.Identifier(self.table.name.schema, self.index_name)
+            ))
         if not self._state():
             self.ctx.sink.run_alone(sql.SQL("CREATE UNIQUE INDEX CONCURRENTLY IF NOT EXISTS {} ON {} ({})").format(
-                self.index, self.table.ident, sql.Identifier(HASH_COLUMN)
+                sql.Identifier(self.index_name), self.table.ident, sql.Identifier(HASH_COLUMN)
             ))
         return {}
