@@ -126,6 +126,18 @@ class KeysetQuery:
             cur.execute(self.statement(after is not None), self.params(after, limit))
             return cur.fetchall()
 
+    def summary(self, conn: psycopg.Connection, after: Key | None, limit: int) -> tuple[int, Key | None]:
+        """What `page` would return, summed up by Postgres: its row count and its last key,
+        without a Python object per row (for a phase that writes with SQL over the range;
+        `span` reads the rows if they are wanted)."""
+        inner = sql.SQL("SELECT {key} FROM {table} {where}ORDER BY {key} LIMIT %s").format(
+            key=sql.Identifier(self.key), table=self.table, where=self._where(after is not None)
+        )
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*), max({key}) FROM ({inner}) p").format(key=sql.Identifier(self.key), inner=inner), self.params(after, limit))
+            size, last = cur.fetchone()
+        return size, last
+
     def by_keys(self, conn: psycopg.Connection, keys: Sequence[Key]) -> list[tuple]:
         """The same columns for exactly these keys (to re-process rows that failed); with a
         filter, only those of them that still match it."""
@@ -148,18 +160,19 @@ class KeysetQuery:
             return cur.fetchall()
 
     def statement(self, has_lower_bound: bool) -> sql.Composed:
-        if has_lower_bound:
-            where = sql.SQL("WHERE {}{} > %s ").format(self._filter_and(), sql.Identifier(self.key))
-        elif self.filter is not None:
-            where = sql.SQL("WHERE ({}) ").format(self.filter)
-        else:
-            where = sql.SQL("")
         return sql.SQL("SELECT {cols} FROM {table} {where}ORDER BY {key} LIMIT %s").format(
             cols=self._columns(),
             table=self.table,
-            where=where,
+            where=self._where(has_lower_bound),
             key=sql.Identifier(self.key),
         )
+
+    def _where(self, has_lower_bound: bool) -> sql.Composable:
+        if has_lower_bound:
+            return sql.SQL("WHERE {}{} > %s ").format(self._filter_and(), sql.Identifier(self.key))
+        if self.filter is not None:
+            return sql.SQL("WHERE ({}) ").format(self.filter)
+        return sql.SQL("")
 
     def params(self, after: Key | None, limit: int) -> tuple:
         """The parameters of `statement(after is not None)`, for statements built around it."""

@@ -123,7 +123,9 @@ def read_command_line(argv: Sequence[str], env: Mapping[str, str]) -> Invocation
     settings = load_settings(env, **overrides)
     flags = {d.name: getattr(args, f"job_{d.name}", None) for d in declared(job_cls.settings_class)}
     # Listing every run of the job needs none of its settings; naming one run does.
-    job_settings = job_cls.read_settings(env, flags, required=command not in ("status", "failures"))
+    verb = job_cls.verbs().get(command)
+    names_run = command not in ("status", "failures") and (verb is None or verb.names_run)
+    job_settings = job_cls.read_settings(env, flags, required=names_run)
     if command not in ("status", "reset", "failures"):  # the commands that use the job's own stores
         require_stores(settings, job_cls.stores, job_cls.name)
     return Invocation(

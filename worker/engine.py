@@ -19,7 +19,7 @@ from worker.batches import BatchRunner
 from worker.checkpoint import Checkpoint, CheckpointStore, Status, add_counters
 from worker.exceptions import LeaseHeld, LeaseLost, UnknownPhase
 from worker.failures import FailureStore
-from worker.job import Job, KeysetPhase, Phase, Step
+from worker.job import BatchResult, Failure, Job, KeysetPhase, Phase, Step
 from worker.lease import LEASE_LOST, Heartbeat
 from worker.pipeline import KeysetPipeline, PipelineOptions
 from worker.retry import RetryPolicy
@@ -171,22 +171,43 @@ class Engine:
             cp.intents.append({"phase": step.name, "pre": pre})
             self._save(cp)
         counters = dict(pre)
-        add_counters(counters, self._call(step.run, step.name))
+        result = self._call(step.run, step.name)
+        if isinstance(result, BatchResult):
+            self._record_step_failures(step, result.failures)
+            add_counters(counters, {**result.counters, "failures": len(result.failures)})
+        else:
+            add_counters(counters, result)
         cp.intents = [i for i in cp.intents if i["phase"] != step.name]
         cp.add(counters)
         self._save(cp)
         self.log.info("phase done", phase=step.name, counters=counters)
 
+    def _record_step_failures(self, step: Step, failures: list[Failure]) -> None:
+        """A step's failures are all it found this time (it runs whole): record them, and
+        resolve the ones recorded before that it no longer reports (a file fixed since)."""
+        run = self.job.run.name
+        current = {f.key for f in failures}
+        gone = [r["key"] for r in self._call(lambda: self.failures.list(run), "failures: list") if r["phase"] == step.name and r["key"] not in current]
+        if failures:
+            self._call(lambda: self.failures.record(run, step.name, failures), "failures: record")
+            self.log.warning("step recorded failures", phase=step.name, count=len(failures), first_key=failures[0].key, first_error=failures[0].error)
+        if gone:
+            self._call(lambda: self.failures.resolve(run, step.name, gone), "failures: resolve")
+
     # -- retrying recorded failures ------------------------------------------------------------
 
     def _retry_failures(self, cp: Checkpoint) -> Checkpoint:
-        phases = {p.name: p for p in self.job.phases() if isinstance(p, KeysetPhase)}
+        phases = {p.name: p for p in self.job.phases()}
         records = self._call(lambda: self.failures.list(self.job.run.name), "failures: list")
         for phase_name, group in groupby(records, key=lambda r: r["phase"]):
             self._check_stop()
             if phase_name not in phases:
                 raise UnknownPhase(f"failures recorded for phase {phase_name!r}, which job {self.job.name!r} does not have")
             phase = phases[phase_name]
+            if isinstance(phase, Step):
+                self.log.warning("failures of a step are not retried one by one: the step runs whole, so fix them and run the job again (after `reset`)", phase=phase_name, failures=len(list(group)))
+                continue
+            assert isinstance(phase, KeysetPhase)
             keys = [r["key"] for r in group]
             rows = self._call(lambda: phase.fetch_keys([phase.key_kind.decode(k) for k in keys]), f"{phase_name}: fetch failed rows")
             counters, failures = self.batches.run(phase, rows, phase.tally(rows)) if rows else ({}, [])

@@ -63,7 +63,7 @@ from psycopg import sql
 from utils.keyset import KeysetQuery
 from worker.config import TableName
 from worker.exceptions import SourceChanged, SourceError
-from worker.job import JobContext
+from worker.job import BatchResult, Failure, JobContext
 
 #: Columns every staging table has; a caller's column may not use these names.
 RESERVED_COLUMNS = ("seq", "file", "line", "error")
@@ -442,9 +442,13 @@ class StageReport:
         }
 
     @property
-    def failures(self) -> list[str]:
-        """One line per failed file: its path and why."""
-        return [f"{e.path}: {e.error}" for e in self.entries if e.status == "failed"]
+    def failures(self) -> list[Failure]:
+        """One per failed file: its path (the key) and why."""
+        return [Failure(e.path, e.error or "failed") for e in self.entries if e.status == "failed"]
+
+    def result(self) -> BatchResult:
+        """The report as a staging step's result: its counters, and its failed files."""
+        return BatchResult(self.counters, self.failures)
 
 
 class FileSource:

@@ -143,7 +143,10 @@ class Step(Phase):
         return {}
 
     @abstractmethod
-    def run(self) -> Counters: ...
+    def run(self) -> Counters | BatchResult:
+        """Do the step; return its counters, or a BatchResult when it also found failures
+        (a file it could not stage): the engine records them, and since the step runs whole,
+        resolves those it recorded before that it no longer finds."""
 
 
 class KeysetPhase(Phase):
@@ -233,18 +236,24 @@ class Verb:
     help: str
     arguments: tuple[Argument, ...]
     method: str
+    #: Whether the command acts on one run (needs the job's required settings, its `--source`),
+    #: or on something the run left behind that it names itself (a rollback of an import id).
+    names_run: bool = True
 
 
-def verb(name: str, help: str, *arguments: Argument) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
+def verb(
+    name: str, help: str, *arguments: Argument, names_run: bool = True
+) -> Callable[[Callable[..., dict[str, Any]]], Callable[..., dict[str, Any]]]:
     """Make a Job method the command `python -m worker NAME --job JOB [job flags] [arguments]`.
 
     The method takes the parsed arguments (`argparse.Namespace`) and returns its report, a
     dict: printed as `key: value` lines, or as JSON with `--json`. It runs after the job's
     `check`, with the job's settings, logging and exit codes; its writes go through
-    `ctx.sink` like a phase's, so `--dry-run` holds for it too. To fail, raise a WorkerError."""
+    `ctx.sink` like a phase's, so `--dry-run` holds for it too. To fail, raise a WorkerError.
+    `names_run=False`: the command needs none of the job's required settings (see Verb)."""
 
     def mark(method: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
-        method.__verb__ = Verb(name, help, arguments, method.__name__)  # type: ignore[attr-defined]
+        method.__verb__ = Verb(name, help, arguments, method.__name__, names_run)  # type: ignore[attr-defined]
         return method
 
     return mark

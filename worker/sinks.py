@@ -13,6 +13,7 @@ cannot touch that worker's scratch table, nor any other table.
 
 from __future__ import annotations
 
+import threading
 from contextlib import contextmanager
 from typing import Any, Callable, Iterable, Iterator, Protocol, Sequence, TypeVar
 
@@ -147,6 +148,9 @@ class DryRunSink(LiveSink):
     def __init__(self, pg: Postgres, index: TypesenseIndex | None, calls: bool = False):
         super().__init__(pg, index)
         self._calls = calls
+        # The dry run's threads share its one session (its pg_temp tables are that session's):
+        # one of them at a time has it, or their transactions would nest into each other.
+        self._session = threading.RLock()
         #: Provider calls skipped, by service.
         self.skipped_calls: dict[str, int] = {}
 
@@ -161,10 +165,14 @@ class DryRunSink(LiveSink):
 
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
-        # No transaction: its reads need none, and the dry run's one connection is shared by
-        # its threads, whose transactions would nest into each other.
-        with self._pg.connection().cursor() as cur:
+        # No transaction: its reads need none.
+        with self._session, self._pg.connection().cursor() as cur:
             yield Transaction(cur, dry_run=True)
+
+    @contextmanager
+    def scratch_transaction(self) -> Iterator[psycopg.Cursor]:
+        with self._session, super().scratch_transaction() as cur:
+            yield cur
 
     def scratch(self, table: TableName) -> sql.Identifier:
         return sql.Identifier("pg_temp", table.name)

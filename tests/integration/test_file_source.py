@@ -19,7 +19,7 @@ from tests.integration.inventory_data import pg_connect
 from worker.config import TableName, load_settings
 from worker.exceptions import SourceChanged
 from worker.file_source import CsvFiles, FileSource, JsonLines, ResearchJson
-from worker.job import JobContext
+from worker.job import Failure, JobContext
 from worker.resources import Resources
 from worker.stop import StopFlag, StopRequested
 
@@ -127,7 +127,7 @@ def test_a_research_directory_becomes_one_row_per_fact_and_skips_its_manifest(wo
     assert {p: e["status"] for p, e in entries.items()} == {
         "a.json": "staged", "b.json": "staged", "c.json": "failed", "d.json": "empty", "e.json": "staged"}
     assert entries["c.json"]["error"].startswith("not JSON: ") and entries["c.json"]["rows"] == 0
-    assert report.failures == [f"c.json: {entries['c.json']['error']}"]
+    assert report.failures == [Failure("c.json", entries["c.json"]["error"])]
     assert rows(worker_env, tables["staging"], "seq, file, line, poi_id, area_id, topic, fact_text, sort_order, error") == [
         (1, "a.json", 1, "google-1", None, "history", "Fra 1700-tallet.", None, None),
         (2, "a.json", 2, None, None, None, None, None, "fact is not a JSON object but a number"),
@@ -165,7 +165,7 @@ def test_csv_files_are_mapped_by_header_and_an_unknown_header_fails_only_its_fil
         "e.csv": ("staged", 1, 0, 1),  # after the failed file: the others go on
     }
     assert entries["d.csv"]["error"].startswith("unknown header 'merchant' (column 2); known: ")
-    assert report.failures == [f"d.csv: {entries['d.csv']['error']}"]
+    assert report.failures == [Failure("d.csv", entries["d.csv"]["error"])]
     assert report.counters["files_empty"] == 1 and report.counters["files_failed"] == 1
     assert rows(worker_env, tables["staging"], "seq, file, line, code, merchant_id, serial, batch_id, points, error") == [
         (1, "a.csv", 2, "A1", "m1", "s1", "B1", "10", None),
@@ -183,7 +183,7 @@ def test_a_value_a_typed_column_refuses_fails_its_file_not_the_others(worker_env
     with job_context(worker_env) as ctx:
         report = FileSource(ctx, tmp_path, CsvFiles(), columns={"code": "text", "points": "numeric"}, **tables).stage()
     assert [e.status for e in report.entries] == ["staged", "failed"]
-    assert report.failures == ['b.csv: line 4, column points: refused by Postgres: invalid input syntax for type numeric: "ten"']
+    assert report.failures == [Failure("b.csv", 'line 4, column points: refused by Postgres: invalid input syntax for type numeric: "ten"')]
     assert rows(worker_env, tables["staging"], "code, points") == [("A1", 10)]
 
 

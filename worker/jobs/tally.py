@@ -70,8 +70,8 @@ class Stage(Step):
     def __init__(self, tables: Tables):
         self.tables = tables
 
-    def run(self) -> Counters:
-        return self.tables.source.stage().counters
+    def run(self) -> BatchResult:
+        return self.tables.source.stage().result()
 
 
 class Rejects(KeysetPhase):

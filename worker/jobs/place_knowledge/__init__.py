@@ -22,7 +22,7 @@ from typing import Sequence
 
 from worker.config import TableName
 from worker.file_source import FileSource, JsonLines, ResearchJson
-from worker.job import Counters, Job, JobContext, Phase, Step
+from worker.job import BatchResult, Job, JobContext, Phase, Step
 from worker.jobs.place_knowledge.facts import ParentFacts, Rejects
 from worker.jobs.place_knowledge.hashes import AddHashColumn, HashExisting, UniqueHashIndex
 from worker.jobs.place_knowledge.settings import PlaceKnowledgeSettings
@@ -48,10 +48,10 @@ class Stage(Step):
     def __init__(self, source: FileSource):
         self.source = source
 
-    def run(self) -> Counters:
+    def run(self) -> BatchResult:
         report = self.source.stage()
         self.source.index_by("poi_id", "area_id")  # the grouped walks of poi_facts and area_facts
-        return report.counters
+        return report.result()
 
 
 class PlaceKnowledgeJob(Job):
