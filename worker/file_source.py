@@ -54,6 +54,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Mapping, Protocol, Sequence
 
@@ -77,6 +78,10 @@ _JSON_TYPES = ("json", "jsonb")
 _JSON_NUL = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 _BOM = b"\xef\xbb\xbf"
 _JSON_TYPE_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+
+
+#: A row as a reader gives it: the text of each column, in the columns' order (None: NULL).
+Values = tuple[str | None, ...]
 
 
 class FileRejected(Exception):
@@ -142,11 +147,11 @@ class Reader(Protocol):
     def files(self, root: Path) -> list[Path]:
         """The files of the source, in staging order."""
 
-    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, dict[str, str | None] | BadRow]]:
-        """(line, row) for each row of one file (an open binary stream): the row maps columns
-        to the text COPY writes for them (a missing column may be absent: it is NULL), and no
-        text holds a NUL character (a row with one is a BadRow); or a BadRow. Blank rows are
-        only counted in `tally`; FileRejected if the file cannot be read as a whole."""
+    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, Values | BadRow]]:
+        """(line, row) for each row of one file (an open binary stream): the row is the text
+        COPY writes for each of `columns.names`, in that order (None: NULL), and no text holds
+        a NUL character (a row with one is a BadRow); or a BadRow. Blank rows are only counted
+        in `tally`; FileRejected if the file cannot be read as a whole."""
 
 
 def _listed(root: Path, suffix: str, skip: Sequence[str] = ()) -> list[Path]:
@@ -191,6 +196,11 @@ class _KeyMap:
         self.columns = columns
         self._memo: dict[str, tuple[str | None, str]] = {}
 
+    def values(self, obj: dict[str, Any]) -> Values | str:
+        """`row` as Values."""
+        row = self.row(obj)
+        return row if isinstance(row, str) else tuple(map(row.get, self.columns.names))
+
     def row(self, obj: dict[str, Any]) -> dict[str, str | None] | str:
         """The row, or the reason it is bad (two keys naming one column, a value Postgres
         cannot store)."""
@@ -232,7 +242,7 @@ class JsonLines:
             raise SourceError(f"{root}: not a file (a JSON Lines source is one file)")
         return [root]
 
-    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, dict[str, str | None] | BadRow]]:
+    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, Values | BadRow]]:
         keys = _KeyMap(columns)
         for line, raw in enumerate(stream, 1):
             if line == 1 and raw.startswith(_BOM):  # json.loads allows it, but a blank line with one is blank
@@ -248,7 +258,7 @@ class JsonLines:
             if not isinstance(obj, dict):
                 yield line, BadRow(line, f"not a JSON object but {_json_type(obj)}")
                 continue
-            row = keys.row(obj)
+            row = keys.values(obj)
             yield line, (BadRow(line, row) if isinstance(row, str) else row)
 
 
@@ -265,7 +275,7 @@ class ResearchJson:
     def files(self, root: Path) -> list[Path]:
         return _listed(root, ".json", self.skip)
 
-    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, dict[str, str | None] | BadRow]]:
+    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, Values | BadRow]]:
         try:
             doc = json.loads(stream.read())  # bytes: a BOM is allowed
         except (ValueError, RecursionError) as error:
@@ -285,7 +295,7 @@ class ResearchJson:
             if conflict is not None:
                 yield position, BadRow(position, f"fact's {conflict} {fact[conflict]!r} is not its file's {parents[conflict]!r}")
                 continue
-            row = keys.row({**fact, **parents})
+            row = keys.values({**fact, **parents})
             yield position, (BadRow(position, row) if isinstance(row, str) else row)
 
 
@@ -300,10 +310,10 @@ class CsvFiles:
     def files(self, root: Path) -> list[Path]:
         return _listed(root, ".csv")
 
-    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, dict[str, str | None] | BadRow]]:
+    def read(self, stream: BinaryIO, columns: Columns, tally: Tally) -> Iterator[tuple[int, Values | BadRow]]:
         text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
         reader = csv.reader(text)
-        header: list[str] | None = None
+        width = 0  # the header's fields, once read
         start = 1
         try:
             for record in reader:
@@ -312,19 +322,22 @@ class CsvFiles:
                 if not joined.strip():
                     tally.blank += 1
                     continue
-                if header is None:
+                if not width:
                     header = self._header(record, columns)
+                    width = len(header)
+                    # Each column's field, or the None appended to every row for a missing one.
+                    pick = itemgetter(*(header.index(n) if n in header else width for n in columns.names))
+                    single = len(columns.names) == 1
                     continue
-                if len(record) != len(header):
-                    yield line, BadRow(line, f"{len(record)} fields where the header has {len(header)}")
+                if len(record) != width:
+                    yield line, BadRow(line, f"{len(record)} fields where the header has {width}")
                     continue
                 if "\x00" in joined:
                     yield line, BadRow(line, "holds a NUL character, which Postgres cannot store")
                     continue
-                row: dict[str, str | None] = dict(zip(header, record))
-                if "" in row.values():
-                    row = {name: value for name, value in row.items() if value != ""}
-                yield line, row
+                record.append(None)  # type: ignore[arg-type]  # the missing columns' value
+                row = (pick(record),) if single else pick(record)
+                yield line, (tuple(v or None for v in row) if "" in row else row)
         except csv.Error as error:
             raise FileRejected(f"line {reader.line_num}: {error}") from None
         except UnicodeDecodeError:
@@ -582,8 +595,8 @@ class FileSource:
             with cur.copy(statement) as copy:
                 write = copy.write_row
                 for line, row in self.reader.read(stream, self.columns, tally):
-                    if type(row) is dict:
-                        write((seq, f.name, line, *map(row.get, names), None))
+                    if type(row) is tuple:
+                        write((seq, f.name, line, *row, None))
                         rows += 1
                     else:
                         write((seq, f.name, line, *nulls, row.error))  # type: ignore[union-attr]  # a BadRow

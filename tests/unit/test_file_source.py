@@ -28,8 +28,13 @@ CODES = Columns(["code", "merchant_id", "serial", "batch_id", "points"], aliases
 
 
 def read(reader, data: bytes, columns: Columns = FACTS) -> tuple[list, Tally]:
+    """(line, row) as the reader gives them, each row shown as a dict of its non-NULL columns."""
     tally = Tally()
-    return list(reader.read(io.BytesIO(data), columns, tally)), tally
+    rows = []
+    for line, row in reader.read(io.BytesIO(data), columns, tally):
+        assert isinstance(row, BadRow) or (type(row) is tuple and len(row) == len(columns.names))
+        rows.append((line, row if isinstance(row, BadRow) else {n: v for n, v in zip(columns.names, row) if v is not None}))
+    return rows, tally
 
 
 # -- JSON Lines --------------------------------------------------------------------------------

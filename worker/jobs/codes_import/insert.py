@@ -77,10 +77,10 @@ class OpenImport(Step):
             if found is not None:
                 log.info("import job found; continuing it", import_job_id=str(found))
                 return {}
-            [(total, merchants, merchant)] = tx.read(
-                sql.SQL(
-                    "SELECT count(*), count(DISTINCT {m}), min({m}) FROM {marks} m JOIN {rows} s ON s.seq = m.seq WHERE {clean}"
-                ).format(m=sql.SQL("{}::text").format(typed("s")["merchant_id"]), marks=marks, rows=rows, clean=clean("m")),
+            [(total, first, last)] = tx.read(
+                sql.SQL("SELECT count(*), min({m}), max({m}) FROM {marks} m JOIN {rows} s ON s.seq = m.seq WHERE {clean}").format(
+                    m=sql.SQL("{}::text").format(typed("s")["merchant_id"]), marks=marks, rows=rows, clean=clean("m")
+                ),
             )
             invalid = tx.read(
                 sql.SQL("SELECT s.file, s.line, m.problem FROM {marks} m JOIN {rows} s ON s.seq = m.seq WHERE m.problem IS NOT NULL ORDER BY m.seq LIMIT 20").format(marks=marks, rows=rows)
@@ -96,7 +96,7 @@ class OpenImport(Step):
                     " VALUES (%s, 'processing', %s, 0, %s, %s, %s) RETURNING id"
                 ).format(self.record.table),
                 (
-                    merchant if merchants == 1 else None, total, not invalid,
+                    first if first == last else None, total, not invalid,
                     Jsonb([{"file": f, "line": n, "problem": p} for f, n, p in invalid]) if invalid else None, Jsonb(source_info),
                 ),
             )

@@ -20,7 +20,7 @@ from psycopg import sql
 
 from utils.keyset import Key
 from worker.job import BatchResult, JobContext, KeysetPhase, Page, Row, Step
-from worker.jobs.codes_import.rows import VERDICTS, Tables, code_key, merchant_key, problem, seq_condition, typed, verdict_counts
+from worker.jobs.codes_import.rows import NO_JIT, VERDICTS, Tables, code_key, merchant_key, problem, seq_condition, staged_code, typed, verdict_counts
 
 
 class Stage(Step):
@@ -56,16 +56,19 @@ class Mark(KeysetPhase):
         condition, params = seq_condition(rows, "s")
         marked, _ = seq_condition(rows, "m")
         earlier = sql.SQL(
-            "EXISTS (SELECT 1 FROM {rows} e WHERE {ekey} = j.mkey AND {ecode} = j.ckey AND e.seq < j.seq AND {eproblem} IS NULL)"
-        ).format(rows=self.tables.rows, ekey=merchant_key("e"), ecode=code_key("e"), eproblem=problem("e"))
+            "EXISTS (SELECT 1 FROM {rows} e WHERE {ecode} = j.ckey COLLATE \"C\" AND e.seq < j.seq AND {ekey} = j.mkey AND {eproblem} IS NULL)"
+        ).format(rows=self.tables.rows, ecode=staged_code("e"), ekey=merchant_key("e"), eproblem=problem("e"))
         existing = sql.SQL("EXISTS (SELECT 1 FROM {codes} x WHERE x.code = j.ckey AND x.merchant_id = j.merchant)").format(codes=self.codes)
         with self.ctx.sink.scratch_transaction() as cur:
+            cur.execute(NO_JIT)
+            # Each row judged once (a MATERIALIZED CTE: inlined, the judgement would be
+            # evaluated again in every expression that uses it).
             cur.execute(
                 sql.SQL(
-                    "INSERT INTO {marks} (seq, problem, internal_dup, existing_dup)"
-                    " SELECT j.seq, j.problem, CASE WHEN j.problem IS NULL THEN {earlier} END, CASE WHEN j.problem IS NULL THEN {existing} END"
-                    " FROM (SELECT v.*, CASE WHEN v.problem IS NULL THEN {merchant} END AS merchant"
-                    " FROM (SELECT s.seq, s.merchant_id, {problem} AS problem, {mkey} AS mkey, {ckey} AS ckey FROM {rows} s WHERE {condition}) v) j"
+                    "WITH v AS MATERIALIZED (SELECT s.seq, s.merchant_id, {problem} AS problem, {mkey} AS mkey, {ckey} AS ckey FROM {rows} s WHERE {condition}),"
+                    " j AS (SELECT v.*, CASE WHEN v.problem IS NULL THEN {merchant} END AS merchant FROM v)"
+                    " INSERT INTO {marks} (seq, problem, internal_dup, existing_dup)"
+                    " SELECT j.seq, j.problem, CASE WHEN j.problem IS NULL THEN {earlier} END, CASE WHEN j.problem IS NULL THEN {existing} END FROM j"
                     " ON CONFLICT (seq) DO NOTHING"
                 ).format(
                     marks=self.tables.marks, earlier=earlier, existing=existing, merchant=typed("v")["merchant_id"],

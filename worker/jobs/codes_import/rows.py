@@ -37,6 +37,10 @@ VERDICTS = {
 }
 UNCHECKED = "UNCHECKED"
 
+#: For the job's batch statements: compiling one (tens to hundreds of milliseconds) costs more
+#: than it saves on a batch (bench/README.md, codes_import).
+NO_JIT = sql.SQL("SET LOCAL jit = off")
+
 # A UUID as Postgres reads it (case and the hyphens between groups of four are free), and a
 # plain decimal number (no NaN or Infinity, an exponent of at most three digits).
 _UUID = "^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$"
@@ -79,6 +83,12 @@ def merchant_key(alias: str | None) -> sql.Composable:
 
 def code_key(alias: str | None) -> sql.Composable:
     return sql.SQL("btrim({})").format(_column(alias, "code"))
+
+
+def staged_code(alias: str | None) -> sql.Composable:
+    """The code as the staging index holds it: compared byte by byte, which is cheaper than a
+    locale's collation and, for equality, the same."""
+    return sql.SQL('{} COLLATE "C"').format(code_key(alias))
 
 
 def typed(alias: str) -> dict[str, sql.Composable]:
@@ -149,18 +159,18 @@ class Tables:
         )
         self.rows = self.source.staging
         self.marks = ctx.sink.scratch(TableName(prefix.schema, f"{prefix.name}_marks_{tag}"))
-        self._key_index = sql.Identifier(f"{prefix.name}_rows_{tag}_key"[:63])
+        self._key_index = sql.Identifier(f"{prefix.name}_rows_{tag}_code"[:63])
 
     def create(self) -> None:
-        """The marks table, and the staged rows' index by key (then seq) that finds an earlier
-        row with the same key; analysed, since the table was just filled."""
+        """The marks table, and the staged rows' index by code (then seq) that finds an earlier
+        row with the same key (the same code for another merchant is rare, and filtered);
+        analysed, since the table was just filled."""
         with self.ctx.sink.scratch_transaction() as cur:
+            cur.execute("SET LOCAL maintenance_work_mem = '256MB'")  # the index sorted in memory
             cur.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (seq bigint PRIMARY KEY, problem text, internal_dup boolean, existing_dup boolean)"
             ).format(self.marks))
-            cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (({}), ({}), seq)").format(
-                self._key_index, self.rows, merchant_key(None), code_key(None)
-            ))
+            cur.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} (({}), seq)").format(self._key_index, self.rows, staged_code(None)))
             cur.execute(sql.SQL("ANALYZE {}").format(self.rows))
 
     def exist(self) -> bool:
