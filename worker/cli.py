@@ -185,10 +185,9 @@ def _job_run(inv: Invocation) -> Iterator[tuple[Job, Resources, StopFlag, RetryP
     settings = inv.settings
     stop = StopFlag()
     install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
+    policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
     with Resources.open(settings, inv.job_cls.stores) as resources:
-        yield inv.job_cls(resources.job_context(stop, inv.job_settings, inv.run)), resources, stop, RetryPolicy(
-            settings.retry_timeout_seconds, settings.retry_max_wait_seconds
-        )
+        yield inv.job_cls(resources.job_context(stop, inv.job_settings, inv.run, policy)), resources, stop, policy
 
 
 def run(inv: Invocation, retry_failures: bool = False) -> int:
@@ -279,16 +278,30 @@ def show_status(inv: Invocation) -> int:
         entries = [(cp, lease) for cp, lease in entries if cp.job_id == inv.run.checkpoint_id]
     elif inv.job_named:
         entries = [(cp, lease) for cp, lease in entries if cp.job == inv.job_cls.name]
+    progress = _job_progress(inv)
     if not entries:
         print(f"no checkpoint{' for ' + inv.run.name if inv.job_named or inv.job_flags_given else 's'}: not started (or reset)")
+        if progress:
+            _print_report(progress, as_json=False)
         return 0
-    reports = [status_report(cp, lease) for cp, lease in entries]
+    reports = [status_report(cp, lease) | ({"progress": progress} if progress else {}) for cp, lease in entries]
     if inv.args.json:
         print(json.dumps(reports, default=str, indent=2))
     else:
         for report in reports:
+            report.pop("progress", None)
             _print_report(report, as_json=False)
+        if progress:
+            _print_report(progress, as_json=False)
     return 0
+
+
+def _job_progress(inv: Invocation) -> dict[str, Any]:
+    """What the named job's own tables say of its progress (`Job.status`), if it says anything."""
+    if inv.job_cls.status is Job.status or not (inv.job_named or inv.job_flags_given):
+        return {}
+    with Resources.open(inv.settings, inv.job_cls.stores) as resources:
+        return inv.job_cls(resources.job_context(StopFlag(), inv.job_settings, inv.run)).status()
 
 
 def status_report(cp: Checkpoint, lease: dict[str, Any] | None) -> dict[str, Any]:

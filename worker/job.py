@@ -67,6 +67,10 @@ class JobContext:
     job_settings: Any = None
     #: The run: the job plus the settings that define its work; by default the job's one run.
     run: Run | None = None
+    #: Retries transient failures (`utils.http.HttpUnavailable`, a server's lost connection)
+    #: of one call, as the engine does a batch: `ctx.retry(fn, "what")`. For a batch that makes
+    #: several requests to a provider, so that one failed request is retried alone.
+    retry: Callable[[Callable[[], Any], str], Any] = lambda fn, what: fn()
 
 
 class Page(Sequence[Row], Generic[S]):
@@ -305,6 +309,11 @@ class Job(ABC):
 
     @abstractmethod
     def phases(self) -> Sequence[Phase]: ...
+
+    def status(self) -> dict[str, Any]:
+        """What the job's own tables say of its progress (say, coverage), which `status`
+        prints beside the checkpoints; nothing by default."""
+        return {}
 
     def verify(self) -> Differences:
         """Compare the stores read-only (`python -m worker verify`); the job is given a dry

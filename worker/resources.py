@@ -20,6 +20,7 @@ from worker.failures import FailureStore, MemoryFailureStore, MongoFailureStore
 from worker.job import JobContext
 from worker.job_settings import Run
 from worker.lease import check_lease
+from worker.retry import RetryPolicy
 from worker.sinks import DryRunSink, LiveSink, Sink
 from worker.stop import StopFlag
 from worker.throttle import Indicator, PostgresActivity, Throttler, TypesenseHealth
@@ -78,11 +79,12 @@ class Resources:
     def failure_store(self) -> FailureStore:
         return MemoryFailureStore() if self.settings.dry_run else self.failures
 
-    def job_context(self, stop: StopFlag, job_settings: Any = None, run: Run | None = None) -> JobContext:
-        """What a job is given: the clients, its sink, and its own settings and run."""
+    def job_context(self, stop: StopFlag, job_settings: Any = None, run: Run | None = None, retry: RetryPolicy | None = None) -> JobContext:
+        """What a job is given: the clients, its sink, its own settings and run, and retries."""
+        policy = retry or RetryPolicy(self.settings.retry_timeout_seconds, self.settings.retry_max_wait_seconds)
         return JobContext(
             settings=self.settings, pg=self.pg, index=self.index, sink=self.sink(stop), failures=self.failures, stop=stop,
-            job_settings=job_settings, run=run,
+            job_settings=job_settings, run=run, retry=lambda fn, what: policy.call(fn, what=what, stop=stop),
         )
 
     def close(self) -> None:

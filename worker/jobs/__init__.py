@@ -5,13 +5,14 @@ from __future__ import annotations
 from worker.exceptions import UnknownJob
 from worker.job import Job
 from worker.jobs.codes_import import CodesImportJob
+from worker.jobs.embeddings import EmbeddingsJob
 from worker.jobs.inventory_fields import InventoryFieldsJob
 from worker.jobs.metrics_migration import MetricsMigrationJob
 from worker.jobs.place_knowledge import PlaceKnowledgeJob
 from worker.jobs.tally import TallyJob
 
 JOBS: dict[str, type[Job]] = {
-    job.name: job for job in (InventoryFieldsJob, MetricsMigrationJob, PlaceKnowledgeJob, CodesImportJob, TallyJob)
+    job.name: job for job in (InventoryFieldsJob, MetricsMigrationJob, PlaceKnowledgeJob, CodesImportJob, EmbeddingsJob, TallyJob)
 }
 
 

@@ -1,0 +1,74 @@
+"""Embeddings backfill (seed 003): every active job posting gets an embedding from an
+OpenAI-compatible provider, written with UPDATE only; then the queue is made to tell the truth.
+
+`python -m worker run --job embeddings [--dry-run]`; `python -m worker status --job embeddings`
+shows coverage (active jobs with an embedding).
+
+Phases:
+1. `embed` (embed.py): a keyset over `jobs WHERE is_active AND embedding IS NULL`, the texts
+   cut by tokens and sent in requests of EMBEDDING_BATCH_SIZE, EMBEDDING_CONCURRENCY in flight;
+   every answer checked (provider.py); a poison text isolated and recorded; one UPDATE per batch.
+2. `reconcile_queue` (queue.py): every active job's queue row agrees with the table.
+
+Preflight (`check`): the tables and columns, the embedding column's dimension (exit 5), the
+tokenizer, and one request to the provider for its credentials (exit 6) and its dimension
+(skipped by a dry run, which calls no provider).
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Any, Sequence
+
+from worker.exceptions import ConfigError
+from worker.job import Job, Phase
+from worker.jobs.embeddings.embed import Embed
+from worker.jobs.embeddings.provider import SERVICE, Inputs, Provider
+from worker.jobs.embeddings.queue import ReconcileQueue
+from worker.jobs.embeddings.settings import EmbeddingsSettings
+from worker.jobs.embeddings.tables import EmbeddingColumn, Tables
+
+
+class EmbeddingsJob(Job):
+    name = "embeddings"
+    checkpoint_id = "embeddings"
+    settings_class = EmbeddingsSettings
+
+    @cached_property
+    def settings(self) -> EmbeddingsSettings:
+        return self.ctx.job_settings
+
+    @cached_property
+    def tables(self) -> Tables:
+        return Tables(self.ctx)
+
+    @cached_property
+    def provider(self) -> Provider:
+        s = self.settings
+        assert s.url is not None  # required
+        return Provider(s.url, s.model, s.dimensions, s.api_key, s.timeout_seconds)
+
+    @cached_property
+    def inputs(self) -> Inputs:
+        s = self.settings
+        source = s.tokenizer or f"{(s.url or '').rstrip('/')}/tokenizer.json"
+        return self.ctx.retry(lambda: Inputs.load(source, s.max_tokens, s.timeout_seconds), f"{SERVICE}: tokenizer")
+
+    @cached_property
+    def column(self) -> EmbeddingColumn:
+        return self.tables.embedding_column()
+
+    def phases(self) -> Sequence[Phase]:
+        embed = Embed(self.ctx, self.tables, self.provider, lambda: self.inputs, lambda: self.column)
+        return (embed, ReconcileQueue(self.ctx, self.tables, embed.name))
+
+    def check(self) -> None:
+        """The tables, columns and the column's dimension (exit 5), the tokenizer (exit 2), then
+        one request: the provider takes the key (exit 6) and gives EMBEDDING_DIMENSIONS (exit 2)."""
+        assert self.column and self.inputs
+        given = self.ctx.retry(lambda: self.ctx.sink.call(SERVICE, self.provider.probe), f"{SERVICE}: preflight")
+        if given is not None and given != self.settings.dimensions:
+            raise ConfigError("EMBEDDING_DIMENSIONS", f"is {self.settings.dimensions}, but the provider's model {self.settings.model!r} gives {given}")
+
+    def status(self) -> dict[str, Any]:
+        return self.tables.coverage()

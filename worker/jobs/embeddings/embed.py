@@ -1,0 +1,138 @@
+"""The `embed` phase: every active job without an embedding gets one, written with UPDATE only.
+
+The walk is a keyset over `jobs WHERE is_active AND embedding IS NULL`: the table is the truth,
+not the queue. Per batch, the texts are cut by tokens and sent in requests of
+EMBEDDING_BATCH_SIZE, at most EMBEDDING_CONCURRENCY in flight across the whole job; each
+request is retried alone. A request the provider refuses (400) is split until the text it
+refuses stands alone: that job is a recorded failure, the rest is written.
+
+The write is one `UPDATE jobs SET embedding = ... FROM unnest(...)`: never INSERT, never upsert
+(an upsert of partial rows fails on NOT NULL columns: Postgres checks the proposed row before it
+resolves the conflict). It only fills rows still active, still without an embedding and whose
+text is still the one embedded; any other is `skipped_changed`, and the walk is made again while
+a walk skipped some (a row changed behind the cursor waits for the next walk).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Callable, Sequence
+
+from psycopg import sql
+
+from utils.keyset import Key, KeysetQuery
+from worker.job import BatchResult, Counters, Failure, JobContext, KeysetPhase, Row
+from worker.jobs.embeddings.provider import SERVICE, InputRefused, Inputs, Provider
+from worker.jobs.embeddings.tables import EmbeddingColumn, Tables, text, text_hash
+
+Vectors = dict[int, list[float]]
+
+
+class Embed(KeysetPhase):
+    name = "embed"
+    scanned_counter = "candidates"
+    passes_counter = "embed_walks"
+    max_passes = 3
+    row_errors = ()  # a refused text is isolated by the phase itself, request by request
+
+    def __init__(self, ctx: JobContext, tables: Tables, provider: Provider, inputs: Callable[[], Inputs], column: Callable[[], EmbeddingColumn]):
+        self.ctx, self.tables, self.provider = ctx, tables, provider
+        self._inputs, self._column = inputs, column
+        settings = ctx.job_settings
+        self.request_size, self.dimensions = settings.batch_size, settings.dimensions
+        self.batch_size = settings.batch_size * settings.concurrency  # one batch keeps every request slot busy
+        self.pool: ThreadPoolExecutor | None = None
+        self.query = self._query(())
+
+    def _query(self, poison: Sequence[int]) -> KeysetQuery:
+        return KeysetQuery(
+            sql.SQL("{} AS j").format(self.tables.jobs), "id", (text("j"), text_hash("j")),  # type: ignore[arg-type]  # aliased
+            filter=sql.SQL("j.is_active AND j.embedding IS NULL AND j.id <> ALL(%s::int[])"), filter_params=(list(poison),),
+        )
+
+    def prepare(self, resuming: bool) -> None:
+        """Texts a walk found poison are not sent again by the next: they wait for `retry`."""
+        run = self.ctx.run.name if self.ctx.run else ""
+        known = self.ctx.failures.list(run) if self.ctx.failures is not None else []
+        self.query = self._query(sorted(int(f["key"]) for f in known if f["phase"] == self.name))
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.ctx.job_settings.concurrency, thread_name_prefix="embeddings")
+
+    def finish(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool = None
+
+    def count(self) -> int:
+        with self.ctx.pg.connection().cursor() as cur:
+            cur.execute(sql.SQL("SELECT count(*) FROM {} WHERE {}").format(self.query.table, self.query.filter), self.query.filter_params)
+            return int(cur.fetchone()[0])
+
+    def fetch(self, after: Key | None, limit: int) -> Sequence[Row]:
+        return self.query.page(self.ctx.pg.connection(), after, limit)
+
+    def fetch_keys(self, keys: Sequence[Key]) -> Sequence[Row]:
+        return self._query(()).by_keys(self.ctx.pg.connection(), keys)
+
+    def tally(self, rows: Sequence[Row]) -> Counters:
+        """`found_silent`: jobs of the batch (none has an embedding) that the queue calls
+        "completed": the silent failures the seed's queue hid."""
+        with self.ctx.sink.transaction() as tx:
+            [(silent,)] = tx.read(
+                sql.SQL("SELECT count(*) FROM {} WHERE job_id = ANY(%s::int[]) AND status = 'completed'").format(self.tables.queue),
+                ([r[0] for r in rows],),
+            )
+        return {"found_silent": silent}
+
+    def differences(self, walked: Counters) -> int:
+        return walked.get("skipped_changed", 0)
+
+    def process(self, rows: Sequence[Row]) -> BatchResult:
+        ids = [r[0] for r in rows]
+        texts = self._inputs().cut([r[1] for r in rows])
+        vectors, refused = self._embed(ids, texts)
+        failures = [Failure(str(i), f"the provider refused this job's text: {message}", 400) for i, message in refused.items()]
+        if not vectors:  # a dry run (no call made), or every text refused
+            return BatchResult({}, failures)
+        done = [i for i in ids if i in vectors]
+        hashes = {r[0]: r[2] for r in rows}
+        flat = [x for i in done for x in vectors[i]]
+        d = self.dimensions
+        with self.ctx.sink.transaction() as tx:
+            written = tx.write(
+                sql.SQL(
+                    "UPDATE {jobs} j SET embedding = (%s::real[])[(v.n - 1) * {d} + 1 : v.n * {d}]{cast}"
+                    " FROM unnest(%s::int[], %s::text[]) WITH ORDINALITY AS v(id, h, n)"
+                    " WHERE j.id = v.id AND j.is_active AND j.embedding IS NULL AND {hash} = v.h"
+                ).format(jobs=self.tables.jobs, d=sql.Literal(d), cast=self._column().cast, hash=text_hash("j")),
+                (flat, done, [hashes[i] for i in done]),
+            )
+        return BatchResult({"embedded": written, "skipped_changed": len(done) - written}, failures)
+
+    def _embed(self, ids: list[int], texts: list[str]) -> tuple[Vectors, dict[int, str]]:
+        """Vectors by id, and the ids whose text the provider refused (with its message)."""
+        assert self.pool is not None
+        size = self.request_size
+        futures: list[Future] = [
+            self.pool.submit(self._request, ids[k:k + size], texts[k:k + size]) for k in range(0, len(ids), size)
+        ]
+        vectors: Vectors = {}
+        refused: dict[int, str] = {}
+        for future in futures:
+            got, bad = future.result()
+            vectors.update(got)
+            refused.update(bad)
+        return vectors, refused
+
+    def _request(self, ids: list[int], texts: list[str]) -> tuple[Vectors, dict[int, str]]:
+        """One request (retried alone on a transient error); a refused one split in halves
+        until the refused text stands alone."""
+        try:
+            answer = self.ctx.retry(lambda: self.ctx.sink.call(SERVICE, lambda: self.provider.embed(texts)), f"{SERVICE}: {len(texts)} texts")
+        except InputRefused as refused:
+            if len(ids) == 1:
+                return {}, {ids[0]: str(refused)}
+            half = len(ids) // 2
+            left, right = self._request(ids[:half], texts[:half]), self._request(ids[half:], texts[half:])
+            return {**left[0], **right[0]}, {**left[1], **right[1]}
+        return ({} if answer is None else dict(zip(ids, answer))), {}
