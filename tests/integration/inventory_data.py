@@ -121,6 +121,20 @@ def pg_connect(env: dict[str, str]) -> psycopg.Connection:
     )
 
 
+def schema_connect(env: dict[str, str], schema: str) -> psycopg.Connection:
+    """A connection whose search_path is `schema` (a job test's own copy of a seed's tables)."""
+    conn = pg_connect(env)
+    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema)))
+    return conn
+
+
+def schema_execute(env: dict[str, str], schema: str, statement: str, *params: Any) -> list[tuple]:
+    """One statement in `schema`; its rows, if it returns any."""
+    with schema_connect(env, schema) as conn:
+        cur = conn.execute(statement, params or None)
+        return cur.fetchall() if cur.description else []
+
+
 def index_for(env: dict[str, str]) -> TypesenseIndex:
     return TypesenseIndex(
         env["TYPESENSE_HOST"], int(env["TYPESENSE_PORT"]), env.get("TYPESENSE_PROTOCOL", "http"),

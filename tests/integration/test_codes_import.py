@@ -7,12 +7,13 @@ import csv
 import uuid
 from pathlib import Path
 
+import psycopg
 import pymongo
 import pytest
 from psycopg import sql
 
 from tests.integration.codes_data import FLAGS, MERCHANTS, add_existing, code_of, codes_in, fresh_schema, generate, import_jobs, write_csv
-from tests.integration.inventory_data import events, pg_connect, run_worker, start_worker, wait_for
+from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker, start_worker, wait_for
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 
 M0, M1 = (str(m) for m in MERCHANTS)
@@ -76,10 +77,8 @@ def schema_of(env: dict[str, str]) -> str:
     return env["CODES_TABLE"].split(".")[0]
 
 
-def connect(env: dict[str, str]):
-    conn = pg_connect(env)
-    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema_of(env))))
-    return conn
+def connect(env: dict[str, str]) -> psycopg.Connection:
+    return schema_connect(env, schema_of(env))
 
 
 def reset_schema(env: dict[str, str], existing: int = EXISTING) -> None:
@@ -89,9 +88,7 @@ def reset_schema(env: dict[str, str], existing: int = EXISTING) -> None:
 
 
 def execute(env: dict[str, str], statement: str, *params) -> list[tuple]:
-    with connect(env) as conn:
-        cur = conn.execute(statement, params or None)
-        return cur.fetchall() if cur.description else []
+    return schema_execute(env, schema_of(env), statement, *params)
 
 
 def job(folder: Path) -> list[str]:

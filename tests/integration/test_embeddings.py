@@ -14,7 +14,7 @@ from psycopg import sql
 
 from tests.integration.embeddings_data import fresh_schema, load_seed_state
 from tests.integration.fault_proxy import FaultProxy
-from tests.integration.inventory_data import events, pg_connect, run_worker
+from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 from worker.model_server.minilm import MiniLM, default_model_dir
 
@@ -38,15 +38,11 @@ def env(worker_env, model_server):
 
 
 def connect(env: dict[str, str]) -> psycopg.Connection:
-    conn = pg_connect(env)
-    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(env["EMBEDDING_JOBS_TABLE"].split(".")[0])))
-    return conn
+    return schema_connect(env, env["EMBEDDING_JOBS_TABLE"].split(".")[0])
 
 
 def execute(env: dict[str, str], statement: str, *params) -> list[tuple]:
-    with connect(env) as conn:
-        cur = conn.execute(statement, params or None)
-        return cur.fetchall() if cur.description else []
+    return schema_execute(env, env["EMBEDDING_JOBS_TABLE"].split(".")[0], statement, *params)
 
 
 def other_columns(env: dict[str, str]) -> str:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
+import psycopg
 import pymongo
 import pytest
 from psycopg import sql
 
-from tests.integration.inventory_data import events, pg_connect, run_worker
+from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 from tests.integration.metrics_data import counts, fresh_schema, load_example
 
@@ -29,16 +30,12 @@ def env(worker_env):
         conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
-def connect(env: dict[str, str]):
-    conn = pg_connect(env)
-    conn.execute(sql.SQL("SET search_path TO {}, public").format(sql.Identifier(env["METRICS_SOURCE_TABLE"].split(".")[0])))
-    return conn
+def connect(env: dict[str, str]) -> psycopg.Connection:
+    return schema_connect(env, env["METRICS_SOURCE_TABLE"].split(".")[0])
 
 
 def execute(env: dict[str, str], statement: str, *params) -> list[tuple]:
-    with connect(env) as conn:
-        cur = conn.execute(statement, params or None)
-        return cur.fetchall() if cur.description else []
+    return schema_execute(env, env["METRICS_SOURCE_TABLE"].split(".")[0], statement, *params)
 
 
 def migrate(env: dict[str, str], *flags: str) -> dict[str, int]:
