@@ -12,10 +12,11 @@ import pymongo
 import pytest
 from psycopg import sql
 
-from tests.integration.embeddings_data import fresh_schema, load_seed_state
+from tests.integration.embeddings_data import fresh_schema
 from tests.integration.fault_proxy import FaultProxy
 from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
+from worker.demo_embeddings import load_seed_state
 from worker.model_server.minilm import MiniLM, default_model_dir
 
 JOB = ["--job", "embeddings"]
