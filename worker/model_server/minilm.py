@@ -24,23 +24,39 @@ _ERF_P = 0.3275911
 _ERF_A = (0.254829592, -0.284496736, 1.421413741, -1.453152027, 1.061405429)
 
 
-def _erf(x: np.ndarray) -> np.ndarray:
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + _ERF_P * a)
-    poly = t * (_ERF_A[0] + t * (_ERF_A[1] + t * (_ERF_A[2] + t * (_ERF_A[3] + t * _ERF_A[4]))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
 def _gelu(x: np.ndarray) -> np.ndarray:
-    """BERT's exact GELU, x * Phi(x)."""
-    return 0.5 * x * (1.0 + _erf(x * np.float32(1 / np.sqrt(2))))
+    """BERT's exact GELU, x * Phi(x), as 0.5 * (x + |x| * erf(|x| / sqrt(2))), computed in
+    place in two buffers (the activations of the wide layer are its largest arrays)."""
+    a = np.abs(x)
+    a *= np.float32(1 / np.sqrt(2))
+    t = a * np.float32(_ERF_P)
+    t += 1.0
+    np.reciprocal(t, out=t)
+    poly = np.full_like(t, _ERF_A[4])
+    for coefficient in reversed(_ERF_A[:4]):
+        poly *= t
+        poly += coefficient
+    poly *= t  # the polynomial in t, times t
+    np.square(a, out=a)
+    np.negative(a, out=a)
+    np.exp(a, out=a)
+    poly *= a
+    np.subtract(1.0, poly, out=poly)  # erf(|x| / sqrt(2))
+    np.abs(x, out=a)
+    poly *= a
+    poly += x
+    poly *= 0.5
+    return poly
 
 
 def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + eps) * weight + bias
+    """Normalises `x` in place (it is a temporary of the caller's) and returns it."""
+    x -= x.mean(-1, keepdims=True)
+    deviation = np.sqrt(np.square(x).mean(-1, keepdims=True) + eps)
+    x /= deviation
+    x *= weight
+    x += bias
+    return x
 
 
 def default_model_dir() -> Path:
@@ -105,20 +121,31 @@ class MiniLM:
         for row, seq in enumerate(sequences):
             ids[row, :len(seq)] = seq
             mask[row, :len(seq)] = 1.0
-        x = self.word[ids] + self.position[:length] + self.token_type[0]
-        x = _layer_norm(x, *self.embedding_norm, self.eps)
+        x = _layer_norm(self.word[ids] + self.position[:length] + self.token_type[0], *self.embedding_norm, self.eps)
         # Padding gets no attention: a large negative score before the softmax.
         blocked = ((1.0 - mask) * np.float32(-1e9))[:, None, None, :]
         head = self.dimensions // self.heads
         scale = np.float32(1 / np.sqrt(head))
         for qkv, qkv_bias, out_w, out_b, norm1, in_w, in_b, down_w, down_b, norm2 in self.layers:
-            q, k, v = np.split(x @ qkv + qkv_bias, 3, axis=-1)
-            q, k, v = (m.reshape(batch, length, self.heads, head).transpose(0, 2, 1, 3) for m in (q, k, v))
-            scores = q @ k.transpose(0, 1, 3, 2) * scale + blocked
-            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            projected = x @ qkv
+            projected += qkv_bias
+            q, k, v = (m.reshape(batch, length, self.heads, head).transpose(0, 2, 1, 3) for m in np.split(projected, 3, axis=-1))
+            scores = q @ k.transpose(0, 1, 3, 2)
+            scores *= scale
+            scores += blocked
+            scores -= scores.max(-1, keepdims=True)
+            np.exp(scores, out=scores)
             scores /= scores.sum(-1, keepdims=True)
             context = (scores @ v).transpose(0, 2, 1, 3).reshape(batch, length, self.dimensions)
-            x = _layer_norm(context @ out_w + out_b + x, *norm1, self.eps)
-            x = _layer_norm(_gelu(x @ in_w + in_b) @ down_w + down_b + x, *norm2, self.eps)
+            attended = context @ out_w
+            attended += out_b
+            attended += x
+            x = _layer_norm(attended, *norm1, self.eps)
+            wide = x @ in_w
+            wide += in_b
+            out = _gelu(wide) @ down_w
+            out += down_b
+            out += x
+            x = _layer_norm(out, *norm2, self.eps)
         pooled = (x * mask[..., None]).sum(1) / np.maximum(mask.sum(1, keepdims=True), 1e-9)
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
