@@ -25,9 +25,11 @@ FAULTS = ("429", "500", "slow", "short", "wrong_dimension", "401", "pass")
 
 
 class FaultProxy:
-    def __init__(self, upstream: str, slow_seconds: float = 3.0):
+    def __init__(self, upstream: str, slow_seconds: float = 3.0, latency: float = 0.0):
+        """`latency`: seconds added to every embeddings request, as a remote provider's round
+        trip would (the benchmark's `--latency-ms`)."""
         self.upstream = upstream.rstrip("/")  # .../v1
-        self.slow_seconds = slow_seconds
+        self.slow_seconds, self.latency = slow_seconds, latency
         self.poison: str | None = None
         self.always: str | None = None
         self.pending: deque[str] = deque()
@@ -35,6 +37,7 @@ class FaultProxy:
         self.embedded_texts = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._upstream = httpx.Client(timeout=120)
         self._server.daemon_threads = True
 
     @property
@@ -48,6 +51,7 @@ class FaultProxy:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        self._upstream.close()
 
     def once(self, *faults: str) -> None:
         """Inject each fault on one embeddings request, in order, starting with the next."""
@@ -74,7 +78,7 @@ class FaultProxy:
                 pass
 
             def do_GET(self) -> None:
-                upstream = httpx.get(proxy.upstream + self.path.removeprefix("/v1"), timeout=30)
+                upstream = proxy._upstream.get(proxy.upstream + self.path.removeprefix("/v1"))
                 self._send(upstream.status_code, upstream.content, {})
 
             def do_POST(self) -> None:
@@ -93,9 +97,8 @@ class FaultProxy:
                     return self._error(401, "Incorrect API key provided", {})
                 if fault == "poison":
                     return self._error(400, "This input could not be embedded", {})
-                if fault == "slow":
-                    time.sleep(proxy.slow_seconds)
-                upstream = httpx.post(proxy.upstream + "/embeddings", content=body, headers={"Content-Type": "application/json"}, timeout=120)
+                time.sleep(proxy.slow_seconds if fault == "slow" else proxy.latency)
+                upstream = proxy._upstream.post(proxy.upstream + "/embeddings", content=body, headers={"Content-Type": "application/json"})
                 payload = upstream.json()
                 if upstream.status_code == 200:
                     if fault == "short":
