@@ -53,14 +53,14 @@ class Inputs:
             raise ConfigError("EMBEDDING_TOKENIZER", f"gives no usable tokenizer.json ({source}): {type(error).__name__}: {error}") from None
 
     def cut(self, texts: Sequence[str]) -> list[str]:
-        """Each text, or its first `max_tokens` tokens' worth of characters."""
-        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
-        out = []
-        for text, encoding in zip(texts, encodings):
-            if len(encoding.ids) <= self.max_tokens:
-                out.append(text)
-            else:
-                out.append(text[: encoding.offsets[self.max_tokens - 1][1]].rstrip())
+        """Each text, or its first `max_tokens` tokens' worth of characters. A text of at most
+        `max_tokens` characters is not tokenized: every token covers a character at least."""
+        out = list(texts)
+        long_ = [i for i, t in enumerate(out) if len(t) > self.max_tokens]
+        encodings = self.tokenizer.encode_batch([out[i] for i in long_], add_special_tokens=False) if long_ else []
+        for i, encoding in zip(long_, encodings):
+            if len(encoding.ids) > self.max_tokens:
+                out[i] = out[i][: encoding.offsets[self.max_tokens - 1][1]].rstrip()
         return out
 
 
