@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 
@@ -32,6 +32,9 @@ class FaultProxy:
         self.slow_seconds, self.latency = slow_seconds, latency
         self.poison: str | None = None
         self.always: str | None = None
+        #: Called with each embeddings request's texts before it is answered (an application
+        #: writing while the job waits for the provider).
+        self.before_answer: Callable[[list[str]], None] | None = None
         self.pending: deque[str] = deque()
         self.requests: Counter[str] = Counter()  # by what happened: "forwarded", "429", ...
         self.embedded_texts = 0
@@ -85,6 +88,8 @@ class FaultProxy:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 texts = json.loads(body).get("input", [])
                 texts = [texts] if isinstance(texts, str) else texts
+                if proxy.before_answer is not None:
+                    proxy.before_answer(texts)
                 fault = proxy._next_fault(texts)
                 with proxy._lock:
                     proxy.requests[fault or "forwarded"] += 1

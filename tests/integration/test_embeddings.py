@@ -145,6 +145,31 @@ def test_provider_faults_are_ridden_out_and_a_poison_text_is_a_recorded_failure(
     assert "\tembed\tkey='17'\tcode=400" in listed
 
 
+def test_rows_the_application_changes_meanwhile_are_skipped_then_embedded_by_the_next_walk(env, model_server):
+    with connect(env) as conn:
+        seed = load_seed_state(conn, jobs=40)
+    [(text,)] = execute(env, "SELECT btrim(title || ' ' || coalesce(description, '')) FROM jobs WHERE id = 3")
+    theirs = [0.5] * 384
+
+    def application(texts: list[str]) -> None:
+        if text in texts:  # while the job waits for job 3's vector: its text changes, job 4 is embedded by another
+            execute(env, "UPDATE jobs SET description = 'Rewritten: night shifts' WHERE id = 3")
+            execute(env, "UPDATE jobs SET embedding = %s WHERE id = 4", theirs)
+
+    proxy = FaultProxy(model_server.url).start()
+    try:
+        proxy.before_answer = application
+        counters = embed({**env, "EMBEDDING_URL": proxy.url})
+    finally:
+        proxy.stop()
+    assert counters["skipped_changed"] == 2 and counters["embed_walks"] == 2
+    assert counters["embedded"] == seed.active - seed.embedded - 1  # job 4's is the other writer's
+    assert execute(env, "SELECT embedding FROM jobs WHERE id = 4") == [(theirs,)]
+    [(vector, new_text)] = execute(env, "SELECT embedding, btrim(title || ' ' || coalesce(description, '')) FROM jobs WHERE id = 3")
+    assert new_text.endswith("Rewritten: night shifts")
+    assert float(np.dot(MiniLM().embed([new_text])[0], np.array(vector, dtype=np.float32))) > 0.9999  # the new text's
+
+
 def test_a_dry_run_calls_no_provider_and_counts_what_it_would_do(env, model_server):
     with connect(env) as conn:
         seed = load_seed_state(conn, jobs=100)
