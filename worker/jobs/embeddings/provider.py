@@ -108,9 +108,23 @@ class Provider:
             if not isinstance(vector, list) or len(vector) != (dimensions or len(vector)):
                 size = len(vector) if isinstance(vector, list) else type(vector).__name__
                 raise HttpUnavailable(SERVICE, f"embedding {i} has {size} dimensions, not EMBEDDING_DIMENSIONS={dimensions}")
-            if not all(isinstance(x, (int, float)) and math.isfinite(x) for x in vector):
+            if not _finite(vector):
                 raise HttpUnavailable(SERVICE, f"embedding {i} holds a value that is not a finite number")
         return vectors
+
+
+def _finite(vector: list[Any]) -> bool:
+    """Whether every value is a finite number: the sum of finite numbers is finite unless they
+    are huge, so only a vector whose sum is not (or that holds something else) is looked at
+    value by value."""
+    try:
+        if math.isfinite(math.fsum(vector)):
+            return all(type(x) is float or type(x) is int for x in vector)
+    except TypeError:  # a value that is not a number
+        return False
+    except OverflowError:  # finite values whose sum is not
+        pass
+    return all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in vector)
 
 
 def _message(response: httpx.Response) -> str:
