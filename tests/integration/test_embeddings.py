@@ -59,7 +59,7 @@ def queue(env: dict[str, str]) -> dict[int, str]:
 def embed(env: dict[str, str], *flags: str) -> dict[str, int]:
     result = run_worker(env, "run", *JOB, *flags, timeout=300)
     assert result.returncode == 0, result.stderr + result.stdout[-3000:]
-    if "--dry-run" in flags:
+    if any(f.startswith("--dry-run") for f in flags):
         [done] = [e for e in events(result.stdout) if e.get("event") == "dry run: nothing was written"]
         return done["would"]
     status, counters = counters_of(env, JOB)
@@ -183,6 +183,16 @@ def test_a_dry_run_calls_no_provider_and_counts_what_it_would_do(env, model_serv
     assert (execute(env, "SELECT id, embedding FROM jobs ORDER BY id"), queue(env)) == before
     assert would["candidates"] == seed.active - seed.embedded and would.get("embedded", 0) == 0
     assert would["requeued_silent"] == seed.silent and would["enqueued_missing"] == seed.unqueued
+
+    # --dry-run=calls asks the provider (to find the texts it refuses) and still writes nothing.
+    proxy = FaultProxy(model_server.url).start()
+    try:
+        would = embed({**env, "EMBEDDING_URL": proxy.url}, "--dry-run=calls")
+    finally:
+        proxy.stop()
+    assert proxy.embedded_texts == 1 + seed.active - seed.embedded  # the preflight's, and every candidate's
+    assert (execute(env, "SELECT id, embedding FROM jobs ORDER BY id"), queue(env)) == before
+    assert would["embedded"] == would["candidates"] and would.get("skipped_changed", 0) == 0
 
 
 def test_status_shows_coverage(env):

@@ -99,18 +99,24 @@ class Embed(KeysetPhase):
         hashes = {r[0]: r[2] for r in rows}
         flat = list(chain.from_iterable(vectors[i] for i in done))
         d = self.dimensions
+        guard = sql.SQL("j.id = v.id AND j.is_active AND j.embedding IS NULL AND {} = v.h").format(text_hash("j"))
+        pairs = sql.SQL("unnest(%s::int[], %s::text[]) WITH ORDINALITY AS v(id, h, n)")
         with self.ctx.sink.transaction() as tx:
-            written = tx.write(
+            # The rows the write will fill, locked so that they still will: what a dry run
+            # (whose write is skipped) reports too.
+            [(fillable,)] = tx.read(
+                sql.SQL("SELECT count(*) FROM (SELECT 1 FROM {} j, {} WHERE {} FOR UPDATE OF j) f").format(self.tables.jobs, pairs, guard),
+                (done, [hashes[i] for i in done]),
+            )
+            tx.write(
                 sql.SQL(
                     # %b: the vectors travel as a binary float array (in text, formatting them
                     # cost the worker more CPU than anything else it does).
-                    "UPDATE {jobs} j SET embedding = (%b::real[])[(v.n - 1) * {d} + 1 : v.n * {d}]{cast}"
-                    " FROM unnest(%s::int[], %s::text[]) WITH ORDINALITY AS v(id, h, n)"
-                    " WHERE j.id = v.id AND j.is_active AND j.embedding IS NULL AND {hash} = v.h"
-                ).format(jobs=self.tables.jobs, d=sql.Literal(d), cast=self._column().cast, hash=text_hash("j")),
+                    "UPDATE {jobs} j SET embedding = (%b::real[])[(v.n - 1) * {d} + 1 : v.n * {d}]{cast} FROM {pairs} WHERE {guard}"
+                ).format(jobs=self.tables.jobs, d=sql.Literal(d), cast=self._column().cast, pairs=pairs, guard=guard),
                 (flat, done, [hashes[i] for i in done]),
             )
-        return BatchResult({"embedded": written, "skipped_changed": len(done) - written}, failures)
+        return BatchResult({"embedded": fillable, "skipped_changed": len(done) - fillable}, failures)
 
     def _embed(self, ids: list[int], texts: list[str]) -> tuple[Vectors, dict[int, str]]:
         """Vectors by id, and the ids whose text the provider refused (with its message)."""
