@@ -157,6 +157,10 @@ class KeysetPhase(Phase):
     """Walks a source in key order, one batch at a time."""
 
     batch_size: int = 1000
+    #: The smallest batch the engine's adaptive sizing may choose (BATCH_SIZE_MIN by default):
+    #: for a phase whose batch fans out into requests in flight at once, fewer rows would leave
+    #: request slots idle however long each batch takes.
+    batch_size_min: int | None = None
     #: The counter the engine adds each batch's row count to (rows walked, failed or not).
     scanned_counter: str | None = None
     #: True when a fresh `prepare` may run in the background from the job's start, alongside the

@@ -119,7 +119,8 @@ class KeysetPipeline:
         progress = PhaseProgress(total=cp.phase_total, done_at_start=cp.phase_done)
         o = self.options
         start = phase.batch_size  # the configured size is where adapting starts, within the bounds
-        sizer = BatchSizer(start, min(o.batch_size_min, start), max(o.batch_size_max, start), o.batch_target_seconds)
+        smallest = phase.batch_size_min if phase.batch_size_min is not None else min(o.batch_size_min, start)
+        sizer = BatchSizer(start, smallest, max(o.batch_size_max, start), o.batch_target_seconds)
         share = PipelineShare()
         self.log.info("phase resumed" if resuming else "phase started", phase=phase.name, last_id=cp.last_id, total=cp.phase_total, redo_batches=len(redo))
         reader = _Reader(phase, phase.key_kind.decode(cp.last_id), redo, sizer, self.call)

@@ -1,6 +1,7 @@
 """The engine's ordering and resumption, with an in-memory job and checkpoint store."""
 
 import threading
+import time
 from typing import Sequence
 
 import psycopg
@@ -12,6 +13,7 @@ from worker.engine import Engine, EngineOptions, UnknownPhase
 from worker.exceptions import ServiceUnavailable
 from worker.failures import MemoryFailureStore
 from worker.job import BatchResult, Counters, Job, KeysetPhase, Step
+from worker.pipeline import PipelineOptions
 from worker.retry import RetryPolicy
 from worker.stop import StopFlag
 
@@ -305,3 +307,35 @@ def test_a_stop_in_the_second_pass_resumes_that_pass_and_counts_each_pass_once()
     assert cp.status is Status.COMPLETED
     assert cp.counters["passes"] == 2 and cp.counters["rows"] == 50
     assert min(job.processed) == 11, "the second pass resumes after its checkpoint"
+
+
+class SlowNumbers(Numbers):
+    """Every batch slow: the adaptive sizing would shrink it to BATCH_SIZE_MIN."""
+
+    batch_size = 8
+    batch_size_min = 8
+
+    def count(self) -> int:
+        return 80
+
+    def fetch(self, after, limit) -> Sequence[tuple]:
+        return [(r,) for r in range(1, 81) if after is None or r > after][:limit]
+
+    def process(self, rows) -> BatchResult:
+        self.job.sizes.append(len(rows))
+        time.sleep(0.02)
+        return super().process(rows)
+
+
+class SlowNumbersJob(NumbersJob):
+    def phases(self):
+        self.sizes: list[int] = []
+        return (SlowNumbers(self),)
+
+
+def test_a_phase_keeps_its_batches_at_its_own_minimum_however_slow_they_are():
+    stop = StopFlag()
+    job = SlowNumbersJob(stop)
+    options = EngineOptions(owner="me", pipeline=PipelineOptions(depth=1, batch_size_min=1, batch_target_seconds=0.001))
+    Engine(job, MemoryCheckpointStore(), MemoryFailureStore(), stop, RetryPolicy(), options).run()
+    assert job.sizes == [8] * 10  # BATCH_SIZE_MIN=1 would have let them shrink to 1

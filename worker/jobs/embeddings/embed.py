@@ -41,7 +41,9 @@ class Embed(KeysetPhase):
         self._inputs, self._column = inputs, column
         settings = ctx.job_settings
         self.request_size, self.dimensions = settings.batch_size, settings.dimensions
-        self.batch_size = settings.batch_size * settings.concurrency  # one batch keeps every request slot busy
+        # A batch keeps every request slot busy: a provider far away makes every batch slow, and
+        # the engine would shrink a slow batch below that.
+        self.batch_size = self.batch_size_min = settings.batch_size * settings.concurrency
         self.pool: ThreadPoolExecutor | None = None
         self.query = self._query(())
 
