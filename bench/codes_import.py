@@ -25,7 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.common import RESULT_PREFIX, pg_connect
+from bench.common import parse_result, pg_connect
 from bench.jobs import job_env
 from bench.run import CpuMeter, run_measured, start_services, worker_phases
 from tests.integration.codes_data import add_existing, fresh_schema, generate
@@ -70,8 +70,7 @@ def run_one(name: str, services: Any, meter: CpuMeter, folder: Path, rows: int, 
     if name == "worker":
         m["phases"] = {k.removeprefix("span:"): v for k, v in worker_phases(m["stdout"]).items() if k.startswith("span:")}
     else:
-        [line] = [line for line in m["stdout"].splitlines() if line.startswith(RESULT_PREFIX)]
-        m["phases"] = json.loads(line[len(RESULT_PREFIX):])["seconds"]
+        m["phases"] = parse_result(m["stdout"])["seconds"]
     if name in ("worker", "seed"):
         m["state"] = end_state(env)
         m["ok"] = m["state"] == {"codes": existing + clean, "stamped": clean, "jobs": [("completed", clean)]}

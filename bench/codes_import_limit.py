@@ -7,13 +7,12 @@ into a logged table instead, for what the write-ahead log alone costs. Prints
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULT_PREFIX, pg_connect, settings_from_env
+from bench.common import emit_result, pg_connect, settings_from_env
 
 
 def main() -> int:
@@ -37,7 +36,7 @@ def main() -> int:
                     rows += cur.rowcount
         seconds = time.monotonic() - started
         conn.execute("DROP TABLE codes_raw")
-    print(RESULT_PREFIX + json.dumps({"rows": rows, "seconds": {"stage": seconds}}), flush=True)
+    emit_result({"rows": rows, "seconds": {"stage": seconds}})
     return 0
 
 

@@ -9,13 +9,12 @@ Prints `BENCH_RESULT {json}` with each step's seconds."""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import sys
 import time
 from pathlib import Path
 
-from bench.common import RESULT_PREFIX, pg_connect, settings_from_env
+from bench.common import emit_result, pg_connect, settings_from_env
 
 COLUMNS = ("merchant_id", "code", "serial", "sku", "points", "sku_name", "batch_code", "price")
 CHUNK = 100_000
@@ -94,7 +93,7 @@ def main() -> int:
         inserted = insert(conn)
         timings["insert"] = time.monotonic() - started
         conn.execute("DROP TABLE codes_check_temp")
-    print(RESULT_PREFIX + json.dumps({"rows": rows, "inserted": inserted, "seconds": timings}), flush=True)
+    emit_result({"rows": rows, "inserted": inserted, "seconds": timings})
     return 0
 
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import pymongo
 
-from bench.common import RESULT_PREFIX, pg_connect
+from bench.common import parse_result, pg_connect
 from bench.jobs import job_env
 from bench.run import CpuMeter, run_measured, start_services, worker_phases
 from tests.integration.embeddings_data import fresh_schema
@@ -65,8 +65,7 @@ def run_one(name: str, cmd: list[str], env: dict[str, str], args: argparse.Names
         m["embedded"] = phases["counters"]["embedded"]
         m["phases"] = {k.removeprefix("span:"): round(v, 2) for k, v in phases.items() if k.startswith("span:")}
     else:
-        [line] = [line for line in m["stdout"].splitlines() if line.startswith(RESULT_PREFIX)]
-        m.update(json.loads(line[len(RESULT_PREFIX):]))
+        m.update(parse_result(m["stdout"]))
     m["todo"], m["rate"] = todo, m["embedded"] / m["seconds"]
     m.pop("stdout", None)
     print(f"bench: {name:<9} {m['embedded']:>6} jobs in {m['seconds']:7.1f} s: {m['rate']:6.1f} jobs/s  (process wall {m['wall']:.1f} s,"

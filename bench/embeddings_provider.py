@@ -6,7 +6,6 @@ DB_*, tables from EMBEDDING_JOBS_TABLE, provider from EMBEDDING_URL). Prints
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -14,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from bench.common import RESULT_PREFIX, pg_connect, settings_from_env
+from bench.common import emit_result, pg_connect, settings_from_env
 
 
 def main() -> int:
@@ -39,7 +38,7 @@ def main() -> int:
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
             embedded = sum(pool.map(send, chunks))
         seconds = time.monotonic() - started
-    print(RESULT_PREFIX + json.dumps({"embedded": embedded, "seconds": seconds, "batch": batch, "concurrency": concurrency}), flush=True)
+    emit_result({"embedded": embedded, "seconds": seconds, "batch": batch, "concurrency": concurrency})
     return 0
 
 

@@ -6,14 +6,13 @@ Prints `BENCH_RESULT {json}`."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
 
 import httpx
 
-from bench.common import RESULT_PREFIX, pg_connect, settings_from_env
+from bench.common import emit_result, pg_connect, settings_from_env
 
 BATCH = 50
 
@@ -40,7 +39,7 @@ def main() -> int:
                 conn.execute("UPDATE embedding_queue SET status = 'completed', updated_at = now() WHERE job_id = %s", (job_id,))
                 embedded += 1
     seconds = time.monotonic() - started
-    print(RESULT_PREFIX + json.dumps({"embedded": embedded, "requests": requests, "seconds": seconds}), flush=True)
+    emit_result({"embedded": embedded, "requests": requests, "seconds": seconds})
     return 0
 
 

@@ -12,12 +12,15 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Mapping, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Generic, Iterable, Mapping, Sequence, TypeVar
+
+from psycopg import sql
 
 from utils.keyset import Key, KeyKind
 from utils.pg import ROW_ERRORS, Postgres
 from utils.typesense import TypesenseIndex
 from worker.config import Settings
+from worker.exceptions import SchemaMismatch
 from worker.job_settings import Run, read_job_settings
 from worker.sinks import Sink
 from worker.stop import StopFlag
@@ -71,6 +74,12 @@ class JobContext:
     #: of one call, as the engine does a batch: `ctx.retry(fn, "what")`. For a batch that makes
     #: several requests to a provider, so that one failed request is retried alone.
     retry: Callable[[Callable[[], Any], str], Any] = lambda fn, what: fn()
+
+    def recorded_failures(self, phase: str) -> list[dict[str, Any]]:
+        """The failures recorded so far for `phase` of this run (key, error, code, ...)."""
+        if self.failures is None or self.run is None:
+            return []
+        return [f for f in self.failures.list(self.run.name) if f["phase"] == phase]
 
 
 class Page(Sequence[Row], Generic[S]):
@@ -265,6 +274,20 @@ def verb(
         return method
 
     return mark
+
+
+def require_columns(pg: Postgres, table: sql.Identifier, columns: Iterable[str], what: str) -> None:
+    """For a job's `check`: SchemaMismatch (exit 5) unless `table` exists with every one of
+    `columns`; `what` says which table the job expected ("seed 002's codes table")."""
+    with pg.connection().cursor() as cur:
+        name = table.as_string(cur)
+        cur.execute("SELECT to_regclass(%s)", (name,))
+        if cur.fetchone()[0] is None:
+            raise SchemaMismatch(f"table {name} does not exist ({what})")
+        cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (name,))
+        missing = sorted(set(columns) - {r[0] for r in cur.fetchall()})
+    if missing:
+        raise SchemaMismatch(f"table {name} lacks column(s) {', '.join(missing)}")
 
 
 class Job(ABC):

@@ -3,6 +3,7 @@ for the actual state of both stores, so tests compare whole tables and collectio
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -14,7 +15,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import psycopg
 import pymongo
@@ -119,6 +120,17 @@ def pg_connect(env: dict[str, str]) -> psycopg.Connection:
         host=env["DB_HOST"], port=env["DB_PORT"], dbname=env["DB_DATABASE"],
         user=env["DB_USER"], password=env["DB_PASSWORD"], autocommit=True,
     )
+
+
+@contextlib.contextmanager
+def own_schema(worker_env: dict[str, str], prefix: str) -> Iterator[tuple[str, dict[str, str]]]:
+    """A schema of the test's own, `<prefix>_<its MongoDB database>` (the caller creates it; it
+    is dropped afterwards), and the worker's environment without Typesense: a job on Postgres
+    alone needs none."""
+    schema = f"{prefix}_{worker_env['MONGO_DB_NAME']}"
+    yield schema, {k: v for k, v in worker_env.items() if not k.startswith("TYPESENSE_")}
+    with pg_connect(worker_env) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
 def schema_connect(env: dict[str, str], schema: str) -> psycopg.Connection:

@@ -10,10 +10,9 @@ from pathlib import Path
 import psycopg
 import pymongo
 import pytest
-from psycopg import sql
 
 from tests.integration.codes_data import FLAGS, MERCHANTS, add_existing, code_of, codes_in, fresh_schema, generate, import_jobs, write_csv
-from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker, start_worker, wait_for
+from tests.integration.inventory_data import events, own_schema, run_worker, schema_connect, schema_execute, start_worker, wait_for
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 
 M0, M1 = (str(m) for m in MERCHANTS)
@@ -61,16 +60,13 @@ SMALL_CLEAN = {(MERCHANTS[0], "NEW001"), (MERCHANTS[0], "NBD0000000001"), (MERCH
 
 @pytest.fixture
 def env(worker_env):
-    schema = f"ci_{worker_env['MONGO_DB_NAME']}"
-    env = {k: v for k, v in worker_env.items() if not k.startswith("TYPESENSE_")}
-    env.update(
-        CODES_TABLE=f"{schema}.codes", CODES_IMPORT_JOBS_TABLE=f"{schema}.codes_import_jobs", CODES_IMPORT_STAGING=f"{schema}.codes_import",
-        BATCH_SIZE="4", BATCH_SIZE_MIN="4", BATCH_SIZE_MAX="4",
-    )
-    reset_schema(env)
-    yield env
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with own_schema(worker_env, "ci") as (schema, env):
+        env.update(
+            CODES_TABLE=f"{schema}.codes", CODES_IMPORT_JOBS_TABLE=f"{schema}.codes_import_jobs", CODES_IMPORT_STAGING=f"{schema}.codes_import",
+            BATCH_SIZE="4", BATCH_SIZE_MIN="4", BATCH_SIZE_MAX="4",
+        )
+        reset_schema(env)
+        yield env
 
 
 def schema_of(env: dict[str, str]) -> str:

@@ -10,11 +10,10 @@ import numpy as np
 import psycopg
 import pymongo
 import pytest
-from psycopg import sql
 
 from tests.integration.embeddings_data import fresh_schema
 from tests.integration.fault_proxy import FaultProxy
-from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker
+from tests.integration.inventory_data import events, own_schema, run_worker, schema_connect, schema_execute
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 from worker.demo_embeddings import load_seed_state
 from worker.model_server.minilm import MiniLM, default_model_dir
@@ -24,18 +23,15 @@ JOB = ["--job", "embeddings"]
 
 @pytest.fixture
 def env(worker_env, model_server):
-    schema = f"emb_{worker_env['MONGO_DB_NAME']}"
-    env = {k: v for k, v in worker_env.items() if not k.startswith("TYPESENSE_")}
-    env.update(
-        EMBEDDING_URL=model_server.url, EMBEDDING_JOBS_TABLE=f"{schema}.jobs", EMBEDDING_QUEUE_TABLE=f"{schema}.embedding_queue",
-        EMBEDDING_TOKENIZER=str(default_model_dir() / "tokenizer.json"),
-        EMBEDDING_BATCH_SIZE="8", EMBEDDING_CONCURRENCY="2", BATCH_SIZE="50", BATCH_SIZE_MIN="16", BATCH_SIZE_MAX="16",
-    )
-    with connect(env) as conn:
-        fresh_schema(conn, schema)
-    yield env
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with own_schema(worker_env, "emb") as (schema, env):
+        env.update(
+            EMBEDDING_URL=model_server.url, EMBEDDING_JOBS_TABLE=f"{schema}.jobs", EMBEDDING_QUEUE_TABLE=f"{schema}.embedding_queue",
+            EMBEDDING_TOKENIZER=str(default_model_dir() / "tokenizer.json"),
+            EMBEDDING_BATCH_SIZE="8", EMBEDDING_CONCURRENCY="2", BATCH_SIZE="50", BATCH_SIZE_MIN="16", BATCH_SIZE_MAX="16",
+        )
+        with connect(env) as conn:
+            fresh_schema(conn, schema)
+        yield env
 
 
 def connect(env: dict[str, str]) -> psycopg.Connection:

@@ -8,9 +8,8 @@ import json
 import psycopg
 import pymongo
 import pytest
-from psycopg import sql
 
-from tests.integration.inventory_data import schema_connect, schema_execute, events, pg_connect, run_worker
+from tests.integration.inventory_data import events, own_schema, run_worker, schema_connect, schema_execute
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 from tests.integration.metrics_data import counts, fresh_schema, load_example
 
@@ -20,14 +19,11 @@ CREATED = ("facts_created", "brand_metrics_created", "competitor_metrics_created
 
 @pytest.fixture
 def env(worker_env):
-    schema = f"mm_{worker_env['MONGO_DB_NAME']}"
-    env = {k: v for k, v in worker_env.items() if not k.startswith("TYPESENSE_")}
-    env.update(METRICS_SOURCE_TABLE=f"{schema}.extracted_positions", BATCH_SIZE="100", BATCH_SIZE_MAX="100")
-    with connect(env) as conn:
-        fresh_schema(conn, schema)
-    yield env
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with own_schema(worker_env, "mm") as (schema, env):
+        env.update(METRICS_SOURCE_TABLE=f"{schema}.extracted_positions", BATCH_SIZE="100", BATCH_SIZE_MAX="100")
+        with connect(env) as conn:
+            fresh_schema(conn, schema)
+        yield env
 
 
 def connect(env: dict[str, str]) -> psycopg.Connection:

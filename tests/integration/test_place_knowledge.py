@@ -15,7 +15,7 @@ import pymongo
 import pytest
 from psycopg import sql
 
-from tests.integration.inventory_data import NO_DOTENV, child_env, events, pg_connect, run_worker
+from tests.integration.inventory_data import NO_DOTENV, child_env, events, own_schema, pg_connect, run_worker
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
 from worker.demo_place_knowledge import fresh_schema
 
@@ -31,13 +31,10 @@ SEED_FACTS = [
 
 @pytest.fixture
 def env(worker_env):
-    schema = f"pk_{worker_env['MONGO_DB_NAME']}"
-    env = {k: v for k, v in worker_env.items() if not k.startswith("TYPESENSE_")}
-    env.update(PLACE_KNOWLEDGE_TABLE=f"{schema}.place_knowledge", PLACE_KNOWLEDGE_STAGING=f"{schema}.pk_import")
-    create_schema(env)
-    yield env
-    with pg_connect(env) as conn:
-        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
+    with own_schema(worker_env, "pk") as (schema, env):
+        env.update(PLACE_KNOWLEDGE_TABLE=f"{schema}.place_knowledge", PLACE_KNOWLEDGE_STAGING=f"{schema}.pk_import")
+        create_schema(env)
+        yield env
 
 
 def schema_of(env: dict[str, str]) -> str:

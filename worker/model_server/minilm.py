@@ -17,7 +17,7 @@ from typing import Sequence
 
 import numpy as np
 from safetensors.numpy import load_file
-from tokenizers import Tokenizer
+from tokenizers import Encoding, Tokenizer
 
 # Abramowitz & Stegun 7.1.26: erf within 1.5e-7, below float32's precision here.
 _ERF_P = 0.3275911
@@ -99,16 +99,23 @@ class MiniLM:
                 (w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"]),
             ))
 
+    def encode(self, texts: Sequence[str]) -> list[Encoding]:
+        """The texts as the model reads them (truncated), for `embed_encoded`."""
+        return self.tokenizer.encode_batch(list(texts))
+
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """Tokens each text gives the model ([CLS] and [SEP] included), after truncation."""
-        return [len(e.ids) for e in self.tokenizer.encode_batch(list(texts))]
+        return [len(e.ids) for e in self.encode(texts)]
 
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> np.ndarray:
-        """Unit vectors, one row per text, in order. Texts are run in batches of similar length
-        (sorted by token count), so little of each product is padding."""
-        encodings = self.tokenizer.encode_batch(list(texts))
-        out = np.empty((len(texts), self.dimensions), dtype=np.float32)
-        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        """Unit vectors, one row per text, in order."""
+        return self.embed_encoded(self.encode(texts), batch_size)
+
+    def embed_encoded(self, encodings: Sequence[Encoding], batch_size: int = 32) -> np.ndarray:
+        """`embed` of texts already encoded. They are run in batches of similar length (sorted
+        by token count), so little of each product is padding."""
+        out = np.empty((len(encodings), self.dimensions), dtype=np.float32)
+        order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].ids))
         for start in range(0, len(order), batch_size):
             chunk = order[start:start + batch_size]
             out[chunk] = self._forward([encodings[i].ids for i in chunk])

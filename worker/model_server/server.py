@@ -74,9 +74,10 @@ class Handler(BaseHTTPRequestHandler):
         if problem:
             self._error(400, problem, "invalid_request_error")
             return
+        encodings = self.server.model.encode(texts)
         with self.server.forward:
-            vectors = self.server.model.embed(texts)
-            tokens = sum(self.server.model.token_counts(texts))
+            vectors = self.server.model.embed_encoded(encodings)
+        tokens = sum(len(e.ids) for e in encodings)
         data = [{"object": "embedding", "index": i, "embedding": v.tolist()} for i, v in enumerate(vectors)]
         self._json(200, {"object": "list", "data": data, "model": body.get("model") or MODEL_NAME,
                          "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})

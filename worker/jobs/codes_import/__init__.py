@@ -24,10 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Sequence
 
-from psycopg import sql
-
 from worker.exceptions import ConfigError, SchemaMismatch
-from worker.job import Argument, Job, Phase, verb
+from worker.job import Argument, Job, Phase, require_columns, verb
 from worker.jobs.codes_import.insert import ClearStaging, ImportRecord, Insert, InsertAll, OpenImport, Verify
 from worker.jobs.codes_import.mark import Mark, Stage
 from worker.jobs.codes_import.rows import COLUMNS, Tables
@@ -62,7 +60,7 @@ class CodesImportJob(Job):
             Tables(self.ctx, self.run.tag).source.files()  # the source is there and readable
         record = ImportRecord(self.ctx, self.run.name)
         for kind, table in (("codes", record.codes), ("jobs", record.table)):
-            self._check_columns(kind, table)
+            require_columns(self.ctx.pg, table, NEEDED[kind], f"seed 002's {kind} table")
         with self.ctx.pg.connection().cursor() as cur:
             cur.execute(
                 "SELECT 1 FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indpred IS NULL"
@@ -72,18 +70,6 @@ class CodesImportJob(Job):
             )
             if cur.fetchone() is None:
                 raise SchemaMismatch(f"{record.codes.as_string(None)} has no unique index on (code, merchant_id), which the import inserts against")
-
-    def _check_columns(self, kind: str, table: sql.Identifier) -> None:
-        with self.ctx.pg.connection().cursor() as cur:
-            cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),))
-            if cur.fetchone()[0] is None:
-                raise SchemaMismatch(f"table {table.as_string(None)} does not exist (seed 002's {kind} table)")
-            cur.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (table.as_string(cur),)
-            )
-            missing = sorted(set(NEEDED[kind]) - {r[0] for r in cur.fetchall()})
-        if missing:
-            raise SchemaMismatch(f"table {table.as_string(None)} lacks column(s) {', '.join(missing)}")
 
     @verb(
         "rollback", "delete an import's codes (claimed ones kept unless --include-claimed)",

@@ -65,7 +65,8 @@ class EmbeddingsJob(Job):
     def check(self) -> None:
         """The tables, columns and the column's dimension (exit 5), the tokenizer (exit 2), then
         one request: the provider takes the key (exit 6) and gives EMBEDDING_DIMENSIONS (exit 2)."""
-        assert self.column and self.inputs
+        # Loaded now, and kept for the phases: a wrong column or an unusable tokenizer fails here.
+        self.column, self.inputs
         given = self.ctx.retry(lambda: self.ctx.sink.call(SERVICE, self.provider.probe), f"{SERVICE}: preflight")
         if given is not None and given != self.settings.dimensions:
             raise ConfigError("EMBEDDING_DIMENSIONS", f"is {self.settings.dimensions}, but the provider's model {self.settings.model!r} gives {given}")

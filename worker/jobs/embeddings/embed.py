@@ -55,9 +55,7 @@ class Embed(KeysetPhase):
 
     def prepare(self, resuming: bool) -> None:
         """Texts a walk found poison are not sent again by the next: they wait for `retry`."""
-        run = self.ctx.run.name if self.ctx.run else ""
-        known = self.ctx.failures.list(run) if self.ctx.failures is not None else []
-        self.query = self._query(sorted(int(f["key"]) for f in known if f["phase"] == self.name))
+        self.query = self._query(sorted(int(f["key"]) for f in self.ctx.recorded_failures(self.name)))
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=self.ctx.job_settings.concurrency, thread_name_prefix="embeddings")
 

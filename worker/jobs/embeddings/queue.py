@@ -36,9 +36,7 @@ class ReconcileQueue(KeysetPhase):
         self.poison: tuple[list[int], list[str]] = ([], [])
 
     def prepare(self, resuming: bool) -> None:
-        run = self.ctx.run.name if self.ctx.run else ""
-        known = self.ctx.failures.list(run) if self.ctx.failures is not None else []
-        failed = sorted((int(f["key"]), f["error"]) for f in known if f["phase"] == self.poison_phase)
+        failed = sorted((int(f["key"]), f["error"]) for f in self.ctx.recorded_failures(self.poison_phase))
         self.poison = ([i for i, _ in failed], [e for _, e in failed])
 
     def count(self) -> int:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from psycopg import sql
 
 from worker.exceptions import SchemaMismatch
-from worker.job import JobContext
+from worker.job import JobContext, require_columns
 
 NEEDED = {
     "jobs": ("id", "title", "description", "is_active", "embedding"),
@@ -49,15 +49,9 @@ class Tables:
         """The column's type; SchemaMismatch (exit 5) if a table or column is missing, the
         column is not a vector or an array of reals, or its dimension is not EMBEDDING_DIMENSIONS
         (a vector's declared one, else that of the embeddings already there)."""
+        for kind, table in (("jobs", self.jobs), ("queue", self.queue)):
+            require_columns(self.ctx.pg, table, NEEDED[kind], f"seed 003's {kind} table")
         with self.ctx.pg.connection().cursor() as cur:
-            for kind, table in (("jobs", self.jobs), ("queue", self.queue)):
-                cur.execute("SELECT to_regclass(%s)", (table.as_string(cur),))
-                if cur.fetchone()[0] is None:
-                    raise SchemaMismatch(f"table {table.as_string(cur)} does not exist (seed 003's {kind} table)")
-                cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (table.as_string(cur),))
-                missing = sorted(set(NEEDED[kind]) - {r[0] for r in cur.fetchall()})
-                if missing:
-                    raise SchemaMismatch(f"table {table.as_string(cur)} lacks column(s) {', '.join(missing)}")
             cur.execute(
                 "SELECT t.typname, format_type(a.atttypid, a.atttypmod), a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"
                 " WHERE a.attrelid = %s::regclass AND a.attname = 'embedding'",
