@@ -129,7 +129,9 @@ class Checkpoint:
 
 class CheckpointStore(Protocol):
     def load(self, job_id: str) -> Checkpoint | None: ...
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None) -> Checkpoint: ...
+    def acquire(
+        self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None, dead_owner: str | None = None
+    ) -> Checkpoint: ...
     def save(self, checkpoint: Checkpoint, owner: str, ttl_seconds: float) -> None: ...
     def renew(self, job_id: str, owner: str, ttl_seconds: float) -> bool: ...
     def release(self, job_id: str, owner: str) -> None: ...
@@ -154,8 +156,13 @@ class MongoCheckpointStore:
         doc = self._col.find_one({"_id": job_id, "lease.expires_at": {"$gt": utcnow()}}, {"lease": 1})
         return (doc or {}).get("lease")
 
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None) -> Checkpoint:
-        """Create the checkpoint if absent, then take its lease unless a live owner holds it."""
+    def acquire(
+        self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None, dead_owner: str | None = None
+    ) -> Checkpoint:
+        """Create the checkpoint if absent, then take its lease unless a live owner holds it.
+        `dead_owner` is a holder known to be dead (`lease.LocalClaim`): its lease is taken
+        over at once instead of waited out. The check and the takeover are one update, so of
+        two workers that found it dead, one wins and the other waits."""
         now = utcnow()
         try:
             fresh = Checkpoint(job_id=job_id, job=job, params=dict(params or {}), started_at=now, updated_at=now)
@@ -165,7 +172,12 @@ class MongoCheckpointStore:
         doc = self._col.find_one_and_update(
             {
                 "_id": job_id,
-                "$or": [{"lease": None}, {"lease.owner": owner}, {"lease.expires_at": {"$lt": now}}],
+                "$or": [
+                    {"lease": None},
+                    {"lease.owner": owner},
+                    {"lease.expires_at": {"$lt": now}},
+                    *([{"lease.owner": dead_owner}] if dead_owner else []),
+                ],
             },
             {"$set": {"lease": _lease(owner, now, ttl_seconds)}},
             return_document=pymongo.ReturnDocument.AFTER,
@@ -217,7 +229,9 @@ class MemoryCheckpointStore:
     def load(self, job_id: str) -> Checkpoint | None:
         return copy.deepcopy(self.saved[-1] if self.saved else self._initial)
 
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None) -> Checkpoint:
+    def acquire(
+        self, job_id: str, job: str, owner: str, ttl_seconds: float, params: dict[str, str] | None = None, dead_owner: str | None = None
+    ) -> Checkpoint:
         now = utcnow()
         return self.load(job_id) or Checkpoint(job_id=job_id, job=job, params=dict(params or {}), started_at=now, updated_at=now)
 

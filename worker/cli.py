@@ -31,7 +31,7 @@ from worker.exceptions import AccessDenied, ConfigError, SchemaMismatch, WorkerE
 from worker.job import Job
 from worker.job_settings import Run, declared, secrets
 from worker.jobs import JOBS, job_class
-from worker.lease import default_owner
+from worker.lease import default_claim_dir, default_owner
 from worker.pipeline import PipelineOptions
 from worker.resources import Resources
 from worker.retry import RetryPolicy
@@ -200,6 +200,7 @@ def run(inv: Invocation, retry_failures: bool = False) -> int:
             owner=default_owner(),
             lease_ttl_seconds=settings.lease_ttl_seconds,
             dry_run=settings.dry_run,
+            claim_dir=None if settings.dry_run else default_claim_dir(),
             pipeline=PipelineOptions(
                 depth=settings.pipeline_depth,
                 sleep_between_batches=settings.sleep_between_batches,

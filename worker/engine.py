@@ -11,6 +11,7 @@ from __future__ import annotations
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import groupby
+from pathlib import Path
 from typing import Callable, TypeVar
 
 import structlog
@@ -20,7 +21,7 @@ from worker.checkpoint import Checkpoint, CheckpointStore, Status, add_counters
 from worker.exceptions import LeaseHeld, LeaseLost, UnknownPhase
 from worker.failures import FailureStore
 from worker.job import BatchResult, Failure, Job, KeysetPhase, Phase, Step
-from worker.lease import LEASE_LOST, Heartbeat
+from worker.lease import LEASE_LOST, Heartbeat, LocalClaim
 from worker.pipeline import KeysetPipeline, PipelineOptions
 from worker.retry import RetryPolicy
 from worker.stop import StopFlag, StopRequested
@@ -39,6 +40,9 @@ class EngineOptions:
     pipeline: PipelineOptions = field(default_factory=PipelineOptions)
     #: A dry run writes nothing, so a phase's second walk would find what its first found.
     dry_run: bool = False
+    #: Where this machine's `LocalClaim` files are (None: no claim, a dead holder's lease is
+    #: waited out). A dry run has none: it takes no real lease.
+    claim_dir: Path | None = None
 
 
 class Engine:
@@ -59,6 +63,7 @@ class Engine:
             job.run.name, self.batches, self._call, self._save, stop, throttler or Throttler([], stop), options.pipeline
         )
         self.log = log.bind(job=job.run.name)
+        self.claim = LocalClaim(options.claim_dir, job.run.checkpoint_id) if options.claim_dir else None
 
     # -- the run -------------------------------------------------------------------------------
 
@@ -78,6 +83,9 @@ class Engine:
         except StopRequested:
             self.log.info("stopped while waiting for the lease; nothing was done", reason=self.stop.reason)
             return None
+        finally:
+            if self.claim and not self.claim.recorded:
+                self.claim.close()
         try:
             with Heartbeat(self.store, cp.job_id, self.options.owner, self.options.lease_ttl_seconds, self.stop) as heartbeat:
                 try:
@@ -223,15 +231,20 @@ class Engine:
     # -- checkpoint and lease ----------------------------------------------------------------
 
     def _acquire(self) -> Checkpoint:
-        """Take the lease, waiting (stoppably) for a dead holder's lease to run out."""
+        """Take the lease, at once from a holder `LocalClaim` proves dead, else waiting
+        (stoppably) for the holder's lease to run out."""
         wait = self.options.lease_wait_seconds
         if wait is None:
             wait = 2 * self.options.lease_ttl_seconds + 5
         waited = 0.0
         while True:
+            dead = self.claim.dead_owner() if self.claim else None
             try:
-                return self._call(
-                    lambda: self.store.acquire(self.job.run.checkpoint_id, self.job.name, self.options.owner, self.options.lease_ttl_seconds, dict(self.job.run.params)),
+                cp = self._call(
+                    lambda: self.store.acquire(
+                        self.job.run.checkpoint_id, self.job.name, self.options.owner, self.options.lease_ttl_seconds,
+                        dict(self.job.run.params), dead_owner=dead,
+                    ),
                     "checkpoint: acquire lease",
                 )
             except LeaseHeld as held:
@@ -241,6 +254,12 @@ class Engine:
                     self.log.warning("lease held by another worker; waiting for it to expire", owner=held.owner, expires_at=str(held.expires_at))
                 self.stop.sleep(1.0)
                 waited += 1.0
+                continue
+            if self.claim:
+                self.claim.record(self.options.owner)
+            if dead:
+                self.log.info("the last holder of the lease on this machine died without releasing it; taken over at once", dead_owner=dead)
+            return cp
 
     def _save(self, cp: Checkpoint) -> None:
         self._call(lambda: self.store.save(cp, self.options.owner, self.options.lease_ttl_seconds), "checkpoint: save")
@@ -261,10 +280,15 @@ class Engine:
             self.log.warning("could not mark checkpoint failed", error=f"{type(secondary).__name__}: {secondary}")
 
     def _release(self, cp: Checkpoint) -> None:
+        released = False
         try:
             self.store.release(cp.job_id, self.options.owner)
+            released = True
         except Exception as error:
             self.log.warning("could not release lease; it will expire", error=f"{type(error).__name__}: {error}")
+        finally:
+            if self.claim:
+                self.claim.close(released=released)
 
     def _check_stop(self) -> None:
         if self.stop.requested:

@@ -7,10 +7,15 @@ renewal finds the lease gone, another worker has taken over and this one must st
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
+import re
 import secrets
 import socket
+import tempfile
 import threading
+from pathlib import Path
 
 import structlog
 
@@ -34,6 +39,75 @@ def default_owner() -> str:
     that plus 5 s before exiting 3). A clean stop releases the lease, so the next start takes
     it at once. The `host:pid` part is there for people reading `status` and the logs."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(6)}"
+
+
+def default_claim_dir() -> Path:
+    """Where `LocalClaim` files live: the temporary directory (TMPDIR), which survives a
+    container's restart (not its removal). Under Kubernetes, mount an emptyDir there for a
+    restarted container to find its predecessor's claim."""
+    return Path(tempfile.gettempdir()) / "backfill-worker-leases"
+
+
+class LocalClaim:
+    """A file per run on this machine naming the lease owner that last held the run here,
+    locked (flock) by that owner for as long as it holds the lease.
+
+    The kernel drops a flock when its process dies, however it dies (SIGKILL, the OOM killer),
+    and keeps it while the process lives, however stuck. So when the run's lease is held by X,
+    and this file names X while its lock is free, X is certainly dead: X wrote the file on this
+    filesystem and no longer holds it. The successor takes the lease over at once instead of
+    waiting out its expiry, which after a crash is the worker's usual restart. A worker on
+    another machine, or in another container, writes a file this one never sees, so it is
+    never judged dead this way: its lease is waited out as before, and the fence (every write
+    conditional on the lease owner) is unchanged.
+    """
+
+    def __init__(self, directory: Path, checkpoint_id: str):
+        digest = hashlib.sha256(checkpoint_id.encode()).hexdigest()[:12]
+        self.path = directory / f"{re.sub(r'[^A-Za-z0-9_.-]', '_', checkpoint_id)[:80]}-{digest}.lock"
+        self._fd: int | None = None
+        #: Whether this process named itself in the file (it holds the lease).
+        self.recorded = False
+
+    def dead_owner(self) -> str | None:
+        """The owner this file names, if its lock is free (we take it): a dead process, or
+        None when another live process here holds the lock or no owner was ever recorded."""
+        if self._fd is None and not self._lock():
+            return None
+        assert self._fd is not None
+        os.lseek(self._fd, 0, os.SEEK_SET)
+        return os.read(self._fd, 4096).decode(errors="replace").strip() or None
+
+    def record(self, owner: str) -> None:
+        """Name `owner` (this process, now holding the lease) in the file, if we hold its lock."""
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, owner.encode(), 0)
+            self.recorded = True
+
+    def close(self, released: bool = False) -> None:
+        """Unlock the file. `released`: the lease was given back, so the file names no one
+        (the next worker has no dead holder to take over from)."""
+        if self._fd is not None:
+            if released and self.recorded:
+                os.ftruncate(self._fd, 0)
+            os.close(self._fd)
+            self._fd, self.recorded = None, False
+
+    def _lock(self) -> bool:
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as error:  # no writable temp dir: the lease is waited out, as before
+            log.debug("no local lease claim", path=str(self.path), error=str(error))
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return False
+        self._fd = fd
+        return True
 
 
 def check_lease(stop: StopFlag) -> None:

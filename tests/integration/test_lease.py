@@ -243,3 +243,54 @@ def test_reset_force_under_a_running_worker_stops_it_with_lease_lost(worker_env,
     assert proc.wait(timeout=30) == 3
     assert "LeaseLost" in log.read_text()
     assert checkpoint(env) is None, "the stopped worker did not write its checkpoint back"
+
+
+def resumed_by_another(env, owner_pid: int):
+    def resumed():
+        cp = checkpoint(env) or {}
+        holder = (cp.get("lease") or {}).get("owner", "")
+        return holder and f":{owner_pid}:" not in holder
+
+    return resumed
+
+
+def test_a_worker_killed_with_sigkill_is_taken_over_at_once_by_the_next_start_on_its_machine(worker_env, tmp_path):
+    env = slow_worker_env(worker_env)
+    env.update(LEASE_TTL_SECONDS="60", SLEEP_BETWEEN_BATCHES="0.1", TMPDIR=str(tmp_path))
+    data = make_dataset(1000)
+    load(env, data)
+    old = start_worker(env, log_path=tmp_path / "old.log")
+    wait_for(in_products_phase(env, 3), 60, what="a few product batches")
+    old.kill()
+    old.wait()
+    at_kill = checkpoint(env)
+    assert f":{old.pid}:" in at_kill["lease"]["owner"], "the dead worker's 60 s lease is still there"
+
+    killed = time.monotonic()
+    log = tmp_path / "new.log"
+    new = start_worker(env, log_path=log)
+    try:
+        wait_for(resumed_by_another(env, old.pid), 30, what="the next worker to take the lease")
+        took = time.monotonic() - killed
+        assert new.wait(timeout=120) == 0, log.read_text()[-3000:]
+    finally:
+        if new.poll() is None:
+            new.kill()
+    output = log.read_text()
+    assert took < 10, f"took {took:.1f}s to take over a 60 s lease from a dead holder"
+    assert "taken over at once" in output and "waiting for it to expire" not in output, output[-3000:]
+    assert_backfilled(env, data)
+    assert checkpoint(env)["counters"] == data.expected_counters()
+
+
+def test_a_holder_this_machine_never_saw_is_waited_out(worker_env, checkpoints, tmp_path):
+    # A lease of a worker on another machine (or in another container): no claim file names it.
+    MongoCheckpointStore(checkpoints).acquire(CHECKPOINT_ID, "inventory_fields", SUCCESSOR, 60)
+    env = {**worker_env, "LEASE_TTL_SECONDS": "1", "TMPDIR": str(tmp_path)}
+    load(env, make_dataset(20))
+
+    refused = run_worker(env, timeout=60)
+
+    assert refused.returncode == 3, refused.stdout[-3000:] + refused.stderr
+    assert "waiting for it to expire" in refused.stdout and "taken over" not in refused.stdout
+    assert checkpoints.find_one({"_id": CHECKPOINT_ID})["lease"]["owner"] == SUCCESSOR

@@ -17,7 +17,7 @@ from worker.engine import Engine, EngineOptions
 from worker.exceptions import LeaseLost
 from worker.failures import MemoryFailureStore
 from worker.job import BatchResult, Job, KeysetPhase
-from worker.lease import default_owner
+from worker.lease import LocalClaim, default_owner
 from worker.pipeline import PipelineOptions
 from worker.retry import RetryPolicy
 from worker.stop import StopFlag
@@ -54,7 +54,7 @@ class LeasedStore(MemoryCheckpointStore):
             self.holder = SUCCESSOR
             self.saves_at_takeover = len(self.saved)
 
-    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params=None) -> Checkpoint:
+    def acquire(self, job_id: str, job: str, owner: str, ttl_seconds: float, params=None, dead_owner=None) -> Checkpoint:
         self.holder = owner
         return super().acquire(job_id, job, owner, ttl_seconds, params)
 
@@ -157,3 +157,23 @@ def test_a_takeover_between_batches_is_noticed_by_the_heartbeat_and_nothing_more
     assert [keys[0] for keys, _, _ in job.writes] == [1]
     assert len(store.saved) == 3 and store.refused == [], "no save was even attempted after the lease was lost"
     assert store.holder == SUCCESSOR
+
+
+def test_a_local_claim_names_a_dead_holder_only_once_its_lock_is_free(tmp_path):
+    holder, successor = LocalClaim(tmp_path, "backfill_x"), LocalClaim(tmp_path, "backfill_x")
+    assert holder.dead_owner() is None, "a new file names no one"
+    holder.record("host:7:aaaaaaaaaaaa")
+
+    assert successor.dead_owner() is None, "a live holder keeps its lock: it is never judged dead"
+    holder.close()  # what the kernel does when the holder dies without releasing its lease
+    assert successor.dead_owner() == "host:7:aaaaaaaaaaaa"
+    assert LocalClaim(tmp_path, "backfill_x").dead_owner() is None, "the successor holds the lock now"
+    assert LocalClaim(tmp_path, "backfill_y").dead_owner() is None, "another run has a file of its own"
+
+
+def test_a_released_lease_leaves_no_dead_holder_behind(tmp_path):
+    holder = LocalClaim(tmp_path, "backfill_x")
+    holder.dead_owner()
+    holder.record("host:7:aaaaaaaaaaaa")
+    holder.close(released=True)
+    assert LocalClaim(tmp_path, "backfill_x").dead_owner() is None
