@@ -29,4 +29,6 @@ RUN groupadd --system --gid 10001 backfill \
     && mkdir /data && chown 10001:10001 /data   # a named volume mounted here starts as the worker's
 USER 10001:10001
 
-CMD ["python", "-m", "worker"]
+# SIGTERM and SIGINT blocked until the worker's first line takes them (worker/__main__.py): a
+# stop in the tens of milliseconds Python takes to start waits for it instead of killing it.
+CMD ["env", "--block-signal=TERM", "--block-signal=INT", "python", "-m", "worker"]

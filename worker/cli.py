@@ -35,7 +35,7 @@ from worker.lease import default_claim_dir, default_owner
 from worker.pipeline import PipelineOptions
 from worker.resources import Resources
 from worker.retry import RetryPolicy
-from worker.stop import StopFlag, install_signal_handlers
+from worker.stop import StopFlag, StopRequested, install_signal_handlers
 
 log = structlog.get_logger("worker")
 
@@ -142,18 +142,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return error.exit_code
     settings = inv.settings
     scrubber = log_setup.configure(settings.log_format, settings.log_level, settings.secrets() + secrets(inv.job_settings))
+    stop = StopFlag()
+    install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
+    if stop.requested:
+        log.info("stopped during start-up, before any connection; nothing was done", reason=stop.reason)
+        return 0
     try:
-        if inv.command == "status":
-            return show_status(inv)
-        if inv.command == "reset":
-            return reset(inv)
-        if inv.command == "failures":
-            return list_failures(inv)
-        if inv.command == "verify":
-            return verify(inv)
-        if inv.command in inv.job_cls.verbs():
-            return run_verb(inv)
-        return run(inv, retry_failures=inv.command == "retry")
+        return _dispatch(inv, stop)
+    except StopRequested:
+        # A retry's wait or a throttle pause ended by the stop, before the run had its lease.
+        log.info("stopped before the run started; nothing was done", reason=stop.reason)
+        return 0
     except Exception as error:
         known = _as_worker_error(error)
         if known is None:
@@ -161,6 +160,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             # like every line, instead of raw to stderr.
             log.exception("worker failed unexpectedly")
         return _fail(known or error, scrubber)
+
+
+def _dispatch(inv: Invocation, stop: StopFlag) -> int:
+    """The command of `inv`, with the process's stop flag."""
+    if inv.command == "status":
+        return show_status(inv)
+    if inv.command == "reset":
+        return reset(inv)
+    if inv.command == "failures":
+        return list_failures(inv)
+    if inv.command == "verify":
+        return verify(inv, stop)
+    if inv.command in inv.job_cls.verbs():
+        return run_verb(inv, stop)
+    return run(inv, stop, retry_failures=inv.command == "retry")
 
 
 def _as_worker_error(error: Exception) -> WorkerError | None:
@@ -179,20 +193,18 @@ def _as_worker_error(error: Exception) -> WorkerError | None:
 
 
 @contextmanager
-def _job_run(inv: Invocation) -> Iterator[tuple[Job, Resources, StopFlag, RetryPolicy]]:
-    """The job of `inv` with the clients of its stores, a stop flag its signals set, and
-    the retry policy: what `run`, `retry`, `verify` and the job's verbs share."""
+def _job_run(inv: Invocation, stop: StopFlag) -> Iterator[tuple[Job, Resources, StopFlag, RetryPolicy]]:
+    """The job of `inv` with the clients of its stores, the stop flag, and the retry policy:
+    what `run`, `retry`, `verify` and the job's verbs share."""
     settings = inv.settings
-    stop = StopFlag()
-    install_signal_handlers(stop, settings.stop_timeout_seconds, _force_exit)
     policy = RetryPolicy(settings.retry_timeout_seconds, settings.retry_max_wait_seconds)
     with Resources.open(settings, inv.job_cls.stores) as resources:
         yield inv.job_cls(resources.job_context(stop, inv.job_settings, inv.run, policy)), resources, stop, policy
 
 
-def run(inv: Invocation, retry_failures: bool = False) -> int:
+def run(inv: Invocation, stop: StopFlag, retry_failures: bool = False) -> int:
     settings = inv.settings
-    with _job_run(inv) as (job, resources, stop, policy):
+    with _job_run(inv, stop) as (job, resources, stop, policy):
         store = resources.checkpoints
         if settings.dry_run:
             store = MemoryCheckpointStore(policy.call(lambda: resources.checkpoints.load(job.run.checkpoint_id), what="checkpoint: load", stop=stop))
@@ -217,9 +229,9 @@ def run(inv: Invocation, retry_failures: bool = False) -> int:
     return 0
 
 
-def verify(inv: Invocation) -> int:
+def verify(inv: Invocation, stop: StopFlag) -> int:
     """The job's read-only comparison: differences by kind with a few example keys."""
-    with _job_run(inv) as (job, _, stop, policy):
+    with _job_run(inv, stop) as (job, _, stop, policy):
         policy.call(job.check, what="preflight checks", stop=stop)
         found = policy.call(job.verify, what=f"{job.name}: verify", stop=stop)
     report = {"job": job.run.name, **found.report()}
@@ -233,10 +245,10 @@ def verify(inv: Invocation) -> int:
     return 0 if found.total == 0 else 1
 
 
-def run_verb(inv: Invocation) -> int:
+def run_verb(inv: Invocation, stop: StopFlag) -> int:
     """A command the job added: after its preflight, its report printed."""
     verb = inv.job_cls.verbs()[inv.command]
-    with _job_run(inv) as (job, _, stop, policy):
+    with _job_run(inv, stop) as (job, _, stop, policy):
         policy.call(job.check, what="preflight checks", stop=stop)
         report = getattr(job, verb.method)(inv.args)
     _print_report(report, inv.args.json)
@@ -355,11 +367,11 @@ def reset(inv: Invocation) -> int:
 
 
 def _fail(error: Exception, scrubber: log_setup.SecretScrubber) -> int:
-    """One line on stderr, and its exit code (1 for an error that is not a WorkerError)."""
+    """One line on stderr, and its exit code (1 for an error that is not a WorkerError). Only
+    that line: a log event saying the same would print every error twice in `docker logs`."""
     exit_code = error.exit_code if isinstance(error, WorkerError) else WorkerError.exit_code
     # One line: libpq and others put hints on lines of their own.
     message = " ".join(scrubber.scrub(f"{type(error).__name__}: {error}").split())
-    log.error("worker failed", error=message, exit_code=exit_code)
     print(f"error: {message}", file=sys.stderr)
     return exit_code
 

@@ -45,12 +45,34 @@ class StopFlag:
             raise StopRequested(self.reason or "stop")
 
 
+#: SIGTERM/SIGINT received before `install_signal_handlers`, by name.
+_early: list[str] = []
+
+
+def catch_early_signals() -> None:
+    """Note SIGTERM/SIGINT until `install_signal_handlers` takes over, which then treats them
+    as if they had come just then. The first thing `python -m worker` does.
+
+    Python runs no code of ours while it starts (tens of milliseconds), so the image starts
+    the worker with both signals blocked (`env --block-signal`, see the Dockerfile): one sent
+    then waits, pending, and is delivered here, once the note is in place."""
+
+    def note(signum: int, _frame: object) -> None:
+        _early.append(signal.Signals(signum).name)
+
+    stops = {signal.SIGTERM, signal.SIGINT}
+    for signum in stops:
+        signal.signal(signum, note)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)
+
+
 def install_signal_handlers(
     flag: StopFlag,
     timeout_seconds: float,
     force_exit: Callable[[str], None],
 ) -> None:
-    """SIGTERM/SIGINT: request a stop and arm the watchdog; a second signal forces the exit."""
+    """SIGTERM/SIGINT: request a stop and arm the watchdog; a second signal forces the exit.
+    Signals noted by `catch_early_signals` are handled now, in the order they came."""
 
     def handle(signum: int, _frame: object) -> None:
         name = signal.Signals(signum).name
@@ -66,3 +88,5 @@ def install_signal_handlers(
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    while _early:
+        handle(signal.Signals[_early.pop(0)], None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 
 import pytest
 import structlog
@@ -20,17 +21,21 @@ def cli_env(monkeypatch, tmp_path):
     monkeypatch.setenv("DB_PASSWORD", "postgres")
     monkeypatch.setenv("LOG_FORMAT", "json")
     monkeypatch.chdir(tmp_path)  # no `.env` of the developer's
-    # main() configures logging to this test's captured stdout: put it back afterwards.
+    # main() configures logging to this test's captured stdout and takes SIGTERM/SIGINT: put
+    # them back afterwards.
     config, handlers = structlog.get_config(), list(logging.getLogger().handlers)
+    signals = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
     yield
     structlog.configure(**config)
     logging.getLogger().handlers[:] = handlers
+    for s, handler in signals.items():
+        signal.signal(s, handler)
 
 
 def test_every_row_of_a_batch_failing_exits_7_with_one_line(cli_env, monkeypatch, capsys):
     assert RaisedByBatches is SystemicBatchError and issubclass(SystemicBatchError, WorkerError)
 
-    def run(settings, retry_failures=False):
+    def run(inv, stop, retry_failures=False):
         raise SystemicBatchError(
             "phase products: all 40 rows of the batch failed, e.g. key 1: CheckViolation: new row for relation"
             ' "products" violates check constraint "c"\nDETAIL:  Failing row contains (1, postgres).'
@@ -50,7 +55,7 @@ def test_every_row_of_a_batch_failing_exits_7_with_one_line(cli_env, monkeypatch
 def test_an_unexpected_error_exits_1_with_one_line_and_its_traceback_in_the_log_without_secrets(cli_env, monkeypatch, capsys):
     monkeypatch.setenv("DATABASE_URL", "postgresql://app:Secr3t-pw-4711@db.internal/shop")
 
-    def run(settings, retry_failures=False):
+    def run(inv, stop, retry_failures=False):
         raise RuntimeError("could not parse postgresql://app:Secr3t-pw-4711@db.internal/shop")
 
     monkeypatch.setattr(cli, "run", run)

@@ -12,7 +12,7 @@ import pytest
 from worker.config import TableName
 from worker.exceptions import ConfigError
 from worker.job_settings import Run, env_section, read_job_settings, readme_section, secrets, setting
-from worker.jobs import JOBS
+from worker.jobs import JOBS, job_class
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,7 +77,7 @@ def test_the_run_is_named_by_its_identity_settings_only():
 
 
 def test_a_job_without_run_parameters_keeps_its_checkpoint_id():
-    inventory = JOBS["inventory_fields"]
+    inventory = job_class("inventory_fields")
     run = Run.of(inventory.name, inventory.checkpoint_id, inventory.read_settings({"PRODUCTS_TABLE": "items"}))
     assert (run.checkpoint_id, run.name, run.params) == ("backfill_inventory_fields", "inventory_fields", {})
 
@@ -85,8 +85,13 @@ def test_a_job_without_run_parameters_keeps_its_checkpoint_id():
 @pytest.mark.parametrize("document, render", [(".env.example", env_section), ("README.md", readme_section)])
 @pytest.mark.parametrize("job", sorted(JOBS))
 def test_each_jobs_settings_are_documented_as_declared(job, document, render):
-    section = render(job, JOBS[job].settings_class)
+    section = render(job, job_class(job).settings_class)
     text = (REPO / document).read_text()
     assert section in text, f"{document} lacks or differs from:\n{section}"
     after = text[text.index(section) + len(section):]
     assert after == "" or after.startswith("\n"), f"the section of {job} in {document} has lines it does not declare"
+
+
+@pytest.mark.parametrize("name", sorted(JOBS))
+def test_each_registered_job_is_the_class_of_its_name(name):
+    assert job_class(name).name == name
