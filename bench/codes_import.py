@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.codes_import                  # 1,000,000 codes in 8 files, 1,000,000 existing
     .venv/bin/python -m bench.codes_import --rows 100000    # quick check
 
-The files (tests/integration/codes_data.generate: both header variants, files without `serial`,
+The files (worker.demo_codes.generate: both header variants, files without `serial`,
 28% of the codes already in the table, 2% repeated within the files) are written once; each
 contender starts from a fresh schema of seed 002's tables holding the existing codes, and runs
 as its own process, timed with its peak RSS:
@@ -28,8 +28,9 @@ from typing import Any
 from bench.common import parse_result, pg_connect
 from bench.jobs import job_env
 from bench.run import CpuMeter, run_measured, start_services, worker_phases
-from tests.integration.codes_data import add_existing, fresh_schema, generate
+from worker import tables
 from worker.config import load_settings
+from worker.demo_codes import add_existing, generate
 
 SCHEMA = "bench_codes"
 FILES = 8
@@ -37,7 +38,7 @@ FILES = 8
 
 def create(env: dict[str, str], existing: int) -> None:
     with pg_connect(load_settings(env), autocommit=True) as conn:
-        fresh_schema(conn, SCHEMA)
+        tables.fresh_schema(conn, SCHEMA, "codes_import")
         add_existing(conn, existing)
         conn.execute("VACUUM ANALYZE")
         conn.execute("CHECKPOINT")

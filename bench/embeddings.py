@@ -29,9 +29,9 @@ import pymongo
 from bench.common import parse_result, pg_connect
 from bench.jobs import job_env
 from bench.run import CpuMeter, run_measured, start_services, worker_phases
-from tests.integration.embeddings_data import fresh_schema
 from tests.integration.fault_proxy import FaultProxy
 from tests.servers import ModelServer
+from worker import tables
 from worker.config import load_settings
 from worker.demo_embeddings import load_seed_state
 
@@ -41,7 +41,7 @@ SCHEMA = "bench_embeddings"
 def create(env: dict[str, str], jobs: int, words: int) -> int:
     """Fresh tables in the seed's state; the active jobs without an embedding."""
     with pg_connect(load_settings(env), autocommit=True) as conn:
-        fresh_schema(conn, SCHEMA)
+        tables.fresh_schema(conn, SCHEMA, "embeddings")
         state = load_seed_state(conn, jobs, words=words)
         conn.execute("VACUUM ANALYZE")
     with pymongo.MongoClient(env["MONGO_URI"]) as client:

@@ -25,7 +25,8 @@ from typing import Any
 from bench.common import pg_connect
 from bench.jobs import finish, job_env, run_contenders
 from bench.run import CpuMeter, run_measured, start_services
-from tests.integration.metrics_data import counts, fresh_schema
+from tests.integration.metrics_data import counts
+from worker import tables
 from worker.config import load_settings
 
 SCHEMA = "bench_mm"
@@ -36,7 +37,7 @@ def create(env: dict[str, str], rows: int) -> None:
     """Seed 001's tables with `rows` source rows: groups of one brand row and 5 competitor rows,
     1 group in 25 without sentiment, over 1,000 brands of 5 competitors each."""
     with pg_connect(load_settings(env), autocommit=True) as conn:
-        fresh_schema(conn, SCHEMA)
+        tables.fresh_schema(conn, SCHEMA, "metrics_migration")
         groups = rows // GROUP
         conn.execute("INSERT INTO brands (id, name) SELECT ('00000000-0000-0000-0000-' || lpad(to_hex(b), 12, '0'))::uuid, 'Brand ' || b FROM generate_series(1, 1000) b")
         conn.execute("INSERT INTO brand_competitors (brand_id, competitor_name) SELECT id, 'Rival ' || c FROM brands, generate_series(1, 5) c")

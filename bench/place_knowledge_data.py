@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from worker.demo_place_knowledge import fresh_schema
+from worker import tables
 
 TOPICS = ("history", "architecture", "food", "culture", "people", "nature", "practical", "local_knowledge", "spatial")
 FACTS_PER_POI = 20
@@ -38,7 +38,7 @@ def existing_text(i: int) -> str:
 def create(conn: psycopg.Connection, schema: str, facts: int, existing: int) -> None:
     """A fresh schema `schema` with pois, areas and `existing` facts spread over them."""
     pois = max(1, facts // FACTS_PER_POI)
-    fresh_schema(conn, schema)
+    tables.fresh_schema(conn, schema, "place_knowledge")
     conn.execute("INSERT INTO pois SELECT 'poi-' || i, 'Sted ' || i FROM generate_series(0, %s - 1) i", (pois,))
     conn.execute("INSERT INTO areas SELECT 'area-' || i, 'Område ' || i FROM generate_series(0, %s - 1) i", (AREAS,))
     conn.execute(

@@ -1,11 +1,12 @@
-"""Seed 003's tables and state for the embeddings demo (and the tests): job postings of which
+"""The embeddings job's tables and the seed's state for its demo (and the tests): job postings of which
 some are embedded, some pending in the queue, some "completed" there without an embedding (the
 seed's silent failures), some in no queue at all, some inactive.
 
     python -m worker.demo_embeddings --jobs 2000 [--schema public]
 
-The embedding column is `vector(384)` where pgvector is installed (the compose file's Postgres
-image has it) and `real[]` where it is not. Does nothing if the schema already has `jobs`.
+The tables are the job's own definitions (worker/jobs/embeddings/tables.sql): the embedding
+column is `vector(384)` where pgvector is installed (the compose file's Postgres image has it)
+and `real[]` where it is not. Does nothing if the schema already has `jobs`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 import psycopg
-from psycopg import sql
 
+from utils.pg import Postgres
+from worker import tables
 from worker.config import environment, load_settings
 
 #: Every job's `updated_at`, fixed, so the job's not changing it can be checked.
@@ -36,23 +38,12 @@ class SeedState:
     inactive: int
 
 
-def create_tables(conn: psycopg.Connection, dimensions: int = 384) -> str:
-    """Seed 003's tables in the connection's schema; the embedding column's type."""
-    has_vector = conn.execute("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')").fetchone()[0]
-    if has_vector:
+def with_pgvector(conn: psycopg.Connection) -> None:
+    """pgvector installed where the server has it (the compose file's image does), so that the
+    job's tables.sql makes the embedding column a vector; an extension is the database's, so
+    it goes in the connection's first schema (public) whatever schema the tables go in."""
+    if conn.execute("SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'vector')").fetchone()[0]:
         conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-    column = f"vector({dimensions})" if has_vector else "real[]"
-    conn.execute(sql.SQL(
-        "CREATE TABLE jobs (id integer PRIMARY KEY, job_hash text NOT NULL UNIQUE, title text NOT NULL, company text NOT NULL,"
-        " description text, is_active boolean NOT NULL DEFAULT true, status text NOT NULL DEFAULT 'active', embedding {},"
-        " updated_at timestamptz NOT NULL DEFAULT now())"
-    ).format(sql.SQL(column)))
-    conn.execute(
-        "CREATE TABLE embedding_queue (job_id integer PRIMARY KEY REFERENCES jobs(id) ON DELETE CASCADE,"
-        " status text NOT NULL CHECK (status IN ('pending','processing','completed','failed')),"
-        " retry_count integer NOT NULL DEFAULT 0, error_message text, updated_at timestamptz NOT NULL DEFAULT now())"
-    )
-    return column
 
 
 def load_seed_state(conn: psycopg.Connection, jobs: int = 200, dimensions: int = 384, seed: int = 0, words: int = 40) -> SeedState:
@@ -61,7 +52,7 @@ def load_seed_state(conn: psycopg.Connection, jobs: int = 200, dimensions: int =
     pending. Descriptions of about `words` words (every 13th none)."""
     rng = random.Random(seed)
     # A vector as the column reads it from text: '[...]' for pgvector, '{...}' for an array.
-    brackets = "[]" if _column_type(conn) == "vector" else "{}"
+    brackets = "[]" if _column_type(conn).startswith("vector") else "{}"
     rows, queue = [], []
     counts = dict(active=0, embedded=0, silent=0, unqueued=0, inactive=0)
     for i in range(1, jobs + 1):
@@ -96,8 +87,9 @@ def load_seed_state(conn: psycopg.Connection, jobs: int = 200, dimensions: int =
 
 
 def _column_type(conn: psycopg.Connection) -> str:
+    """`jobs.embedding`'s type as SQL writes it: vector(384) or real[]."""
     return conn.execute(
-        "SELECT t.typname FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid WHERE a.attrelid = 'jobs'::regclass AND a.attname = 'embedding'"
+        "SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'jobs'::regclass AND attname = 'embedding'"
     ).fetchone()[0]
 
 
@@ -107,13 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--schema", default="public")
     args = parser.parse_args(argv)
     settings = load_settings(environment())
-    info = settings.pg_conninfo()
-    with (psycopg.connect(info, autocommit=True) if isinstance(info, str) else psycopg.connect(**info, autocommit=True)) as conn:
-        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(args.schema)))
-        if conn.execute("SELECT to_regclass('jobs')").fetchone()[0] is not None:
+    with Postgres(settings.pg_conninfo()) as pg:
+        conn = pg.connection()
+        with_pgvector(conn)
+        if not tables.create(conn, "embeddings", args.schema, "jobs"):
             print("demo embeddings: jobs already exists; nothing to do")
             return 0
-        column = create_tables(conn)
+        column = _column_type(conn)
         state = load_seed_state(conn, args.jobs)
     print(f"demo embeddings: {args.jobs} jobs (embedding {column}): {state}")
     return 0

@@ -2,8 +2,8 @@
 
     python -m worker.demo_place_knowledge --out DIR [--pois 300] [--seed 0]
 
-Creates `pois`, `areas` and `place_knowledge` as the application has them
-(demo_place_knowledge.sql) in PLACE_KNOWLEDGE_TABLE's schema unless they exist, with a few
+Creates `pois`, `areas` and `place_knowledge` as the application has them (the job's
+worker/jobs/place_knowledge/tables.sql) in PLACE_KNOWLEDGE_TABLE's schema unless they exist, with a few
 hundred Norwegian places and areas and some facts already there; then writes DIR as the seed's
 research exporter does: one `<id>.json` per POI or area, `{"poi_id": ..., "facts": [...]}`, and a
 `manifest.json`. The facts repeat some already in the table and some of each other (other
@@ -19,16 +19,11 @@ import random
 import sys
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
-from utils import pg
-from utils.pg import Postgres
 from worker.config import environment, load_settings
+from worker.demo import job_tables
 from worker.exceptions import ConfigError
 from worker.jobs.place_knowledge import PlaceKnowledgeJob
 
-SCHEMA_SQL = (Path(__file__).parent / "demo_place_knowledge.sql").read_text()
 TOWNS = ("Trondheim", "Bergen", "Tromsø", "Ålesund", "Bodø", "Røros", "Lærdal", "Førde", "Sørfold", "Kristiansund", "Mo i Rana", "Hønefoss")
 KINDS = ("kirke", "bryggeri", "kafé", "museum", "fjellstue", "brygge", "smie", "mølle", "bakeri", "gårdsbutikk", "bokhandel", "fyr")
 PREFIXES = ("Gamle", "Nye", "Store", "Lille", "Øvre", "Nedre", "Søndre", "Nordre")
@@ -45,12 +40,6 @@ FACTS = {
     "local_knowledge": ("Spør etter dagens kake: den står ikke på menyen.", "Lokalbefolkningen kaller stedet «{nick}»."),
     "spatial": ("Ligger {n} minutters gange fra sentrum av {town}.", "Stedet ligger ved den gamle kongeveien mot {town}."),
 }
-
-
-def fresh_schema(conn: psycopg.Connection, schema: str) -> None:
-    """Schema `schema` made anew with the application's tables, the search_path on it (tests
-    and benchmarks start from this)."""
-    pg.fresh_schema(conn, schema, SCHEMA_SQL)
 
 
 def place_names(rng: random.Random, count: int) -> list[tuple[str, str]]:
@@ -88,20 +77,14 @@ def seed(out: Path, pois: int, seed: int) -> dict[str, int]:
     areas = [(f"area-{i:02d}", name) for i, name in enumerate(AREAS)]
     by_id = {pid: facts_for(rng, name, rng.randint(3, 8)) for pid, name in places}
     by_id.update({aid: facts_for(rng, name, rng.randint(2, 5)) for aid, name in areas})
-    with Postgres(settings.pg_conninfo()) as pg:
-        conn = pg.connection()
-        with conn.transaction():
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(table.schema)))
-            conn.execute(sql.SQL("SET LOCAL search_path TO {}, public").format(sql.Identifier(table.schema)))
-            if conn.execute("SELECT to_regclass(%s)", (f"{table.schema}.{table.name}",)).fetchone()[0] is None:
-                conn.execute(SCHEMA_SQL)
-            conn.cursor().executemany("INSERT INTO pois VALUES (%s, %s) ON CONFLICT DO NOTHING", places)
-            conn.cursor().executemany("INSERT INTO areas VALUES (%s, %s) ON CONFLICT DO NOTHING", areas)
-            # Some facts the application already has, one in ten of the POIs' first facts.
-            existing = [(f"existing-{pid}", pid, fs[0]["topic"], fs[0]["fact_text"]) for pid, fs in list(by_id.items())[::10] if pid.startswith("poi-")]
-            conn.cursor().executemany(
-                "INSERT INTO place_knowledge (id, poi_id, topic, fact_text) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", existing
-            )
+    with job_tables(settings, "place_knowledge", table) as (conn, _):
+        conn.cursor().executemany("INSERT INTO pois VALUES (%s, %s) ON CONFLICT DO NOTHING", places)
+        conn.cursor().executemany("INSERT INTO areas VALUES (%s, %s) ON CONFLICT DO NOTHING", areas)
+        # Some facts the application already has, one in ten of the POIs' first facts.
+        existing = [(f"existing-{pid}", pid, fs[0]["topic"], fs[0]["fact_text"]) for pid, fs in list(by_id.items())[::10] if pid.startswith("poi-")]
+        conn.cursor().executemany(
+            "INSERT INTO place_knowledge (id, poi_id, topic, fact_text) VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING", existing
+        )
     out.mkdir(parents=True, exist_ok=True)
     for pid, fs in by_id.items():
         parent = "poi_id" if pid.startswith("poi-") else "area_id"

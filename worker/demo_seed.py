@@ -27,8 +27,9 @@ from psycopg import sql
 
 from utils.pg import Postgres
 from utils.typesense import EncodedDocuments, ObjectNotFound, TypesenseIndex
-from worker.config import Settings, TableName, environment, load_settings
-from worker.exceptions import ConfigError
+from worker import tables
+from worker.config import Settings, TableName
+from worker.demo import configure
 from worker.jobs.inventory_fields import InventoryFieldsJob
 
 KEY_TYPES = {"int": "bigint", "uuid": "uuid", "text": "text"}
@@ -112,14 +113,9 @@ def seed_demo(
             try:
                 with conn.transaction():
                     conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(pt.schema)))
-                    conn.execute(sql.SQL(
-                        "CREATE TABLE {} (id {} NOT NULL, name text NOT NULL,"
-                        " created_at timestamptz, deleted_at bigint)"
-                    ).format(table, sql.SQL(KEY_TYPES[key_type])))
+                    create_products(conn, table, key_type)
                     summary = _load(conn, index, table, rows, key_type, random.Random(seed))
-                    # Key added after COPY (faster than maintaining the index row by row); fresh
-                    # statistics so the first benchmark run is not planned blind.
-                    conn.execute(sql.SQL("ALTER TABLE {} ADD PRIMARY KEY (id)").format(table))
+                    # Fresh statistics, so the first benchmark run is not planned blind.
                     conn.execute(sql.SQL("ANALYZE {}").format(table))
                 return summary
             except BaseException:
@@ -130,6 +126,24 @@ def seed_demo(
                 raise
         finally:
             index.close()
+
+
+def create_products(conn: psycopg.Connection[Any], table: sql.Identifier, key_type: str = "int") -> None:
+    """`table` made as the job's products table (worker/jobs/inventory_fields/tables.sql), with
+    an id of `key_type`: the definition's bigint, or uuid or text, which the job takes too. The
+    definition names its table `products`, so it is made in this session's temporary schema,
+    which no other session sees, and `table` is made LIKE it: any name, in any schema, and
+    many at once (the tests make one per test, side by side in public)."""
+    with conn.transaction():
+        [(search_path,)] = conn.execute("SELECT current_setting('search_path')").fetchall()
+        conn.execute("SET LOCAL search_path TO pg_temp")
+        conn.execute(tables.definition("inventory_fields"))
+        conn.execute(sql.SQL("CREATE TABLE {} (LIKE pg_temp.products INCLUDING ALL)").format(table))
+        conn.execute("DROP TABLE pg_temp.products")
+        conn.execute("SELECT set_config('search_path', %s, true)", (search_path,))
+        if key_type != "int":
+            kind = sql.SQL(KEY_TYPES[key_type])
+            conn.execute(sql.SQL("ALTER TABLE {} ALTER COLUMN id TYPE {} USING id::text::{}").format(table, kind, kind))
 
 
 def _load(conn: psycopg.Connection[Any], index: TypesenseIndex, table: sql.Identifier, rows: int,
@@ -217,13 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be >= 1")
-    try:
-        env = environment()
-        settings = load_settings(env)
-        products_table = InventoryFieldsJob.read_settings(env).products_table
-    except ConfigError as exc:
-        print(f"demo_seed: config error: {exc}", file=sys.stderr)
-        return 2
+    settings, job_settings = configure("demo_seed", InventoryFieldsJob)
+    products_table = job_settings.products_table
     # `docker compose down` sends SIGTERM: unwind through the cleanup instead of dying mid-COPY.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()

@@ -22,13 +22,13 @@ import pymongo
 from psycopg import sql
 
 from utils.typesense import EncodedDocuments, TypesenseIndex
+from worker.demo_seed import create_products
 
 REPO = Path(__file__).resolve().parents[2]
 #: Workers run from here, so a developer's own `.env` in the repo cannot leak into a test.
 NO_DOTENV = Path(tempfile.mkdtemp(prefix="backfill-worker-cwd-"))
 BASE_TIME = datetime(2024, 3, 1, tzinfo=timezone.utc)
 DELETED_AT = 1_700_000_000
-KEY_SQL = {"int": "bigint", "uuid": "uuid", "text": "text"}
 
 
 @dataclass
@@ -157,11 +157,7 @@ def index_for(env: dict[str, str]) -> TypesenseIndex:
 def load(env: dict[str, str], data: Dataset) -> None:
     table = sql.Identifier(*table_parts(env))
     with pg_connect(env) as conn:
-        conn.execute(
-            sql.SQL("CREATE TABLE {} (id {} PRIMARY KEY, name text, created_at timestamptz, deleted_at bigint)").format(
-                table, sql.SQL(KEY_SQL[data.key_type])
-            )
-        )
+        create_products(conn, table, data.key_type)
         with conn.cursor().copy(sql.SQL("COPY {} (id, name, created_at, deleted_at) FROM STDIN").format(table)) as copy:
             for key, created, deleted in data.products:
                 copy.write_row((key, f"product {key}", created, deleted))

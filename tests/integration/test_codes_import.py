@@ -11,9 +11,11 @@ import psycopg
 import pymongo
 import pytest
 
-from tests.integration.codes_data import FLAGS, MERCHANTS, add_existing, code_of, codes_in, fresh_schema, generate, import_jobs, write_csv
+from tests.integration.codes_data import codes_in, import_jobs, write_csv
 from tests.integration.inventory_data import events, own_schema, run_worker, schema_connect, schema_execute, start_worker, wait_for
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
+from worker import tables
+from worker.demo_codes import FLAGS, MERCHANTS, add_existing, code_of, generate
 
 M0, M1 = (str(m) for m in MERCHANTS)
 WITH_BATCH_ID = ["merchant_id", "code", "serial", "sku", "points", "sku_name", "batch_id", "price"]
@@ -79,7 +81,7 @@ def connect(env: dict[str, str]) -> psycopg.Connection:
 
 def reset_schema(env: dict[str, str], existing: int = EXISTING) -> None:
     with connect(env) as conn:
-        fresh_schema(conn, schema_of(env))
+        tables.fresh_schema(conn, schema_of(env), "codes_import")
         add_existing(conn, existing)
 
 

@@ -11,10 +11,10 @@ import psycopg
 import pymongo
 import pytest
 
-from tests.integration.embeddings_data import fresh_schema
 from tests.integration.fault_proxy import FaultProxy
 from tests.integration.inventory_data import events, own_schema, run_worker, schema_connect, schema_execute
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
+from worker import tables
 from worker.demo_embeddings import load_seed_state
 from worker.model_server.minilm import MiniLM, default_model_dir
 
@@ -30,7 +30,7 @@ def env(worker_env, model_server):
             EMBEDDING_BATCH_SIZE="8", EMBEDDING_CONCURRENCY="2", BATCH_SIZE="50", BATCH_SIZE_MIN="16", BATCH_SIZE_MAX="16",
         )
         with connect(env) as conn:
-            fresh_schema(conn, schema)
+            tables.fresh_schema(conn, schema, "embeddings")
         yield env
 
 
@@ -66,7 +66,7 @@ def embed(env: dict[str, str], *flags: str) -> dict[str, int]:
 def test_the_seeds_state_ends_embedded_with_a_truthful_queue_through_random_kills(env, tmp_path):
     def prepare(e: dict[str, str]) -> None:
         with connect(e) as conn:
-            fresh_schema(conn, e["EMBEDDING_JOBS_TABLE"].split(".")[0])
+            tables.fresh_schema(conn, e["EMBEDDING_JOBS_TABLE"].split(".")[0], "embeddings")
             load_seed_state(conn, jobs=200)
         with pymongo.MongoClient(e["MONGO_URI"]) as client:
             client.drop_database(e["MONGO_DB_NAME"])

@@ -11,7 +11,9 @@ import pytest
 
 from tests.integration.inventory_data import events, own_schema, run_worker, schema_connect, schema_execute
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
-from tests.integration.metrics_data import counts, fresh_schema, load_example
+from tests.integration.metrics_data import counts
+from worker import tables
+from worker.demo_metrics import load_example
 
 JOB = ["--job", "metrics_migration"]
 CREATED = ("facts_created", "brand_metrics_created", "competitor_metrics_created", "brand_sentiment_created", "competitor_sentiment_created")
@@ -22,7 +24,7 @@ def env(worker_env):
     with own_schema(worker_env, "mm") as (schema, env):
         env.update(METRICS_SOURCE_TABLE=f"{schema}.extracted_positions", BATCH_SIZE="100", BATCH_SIZE_MAX="100")
         with connect(env) as conn:
-            fresh_schema(conn, schema)
+            tables.fresh_schema(conn, schema, "metrics_migration")
         yield env
 
 
@@ -57,7 +59,7 @@ def failures(env: dict[str, str]) -> list[str]:
 def test_the_seeds_example_ends_with_the_seeds_numbers_through_random_kills(env, tmp_path):
     def prepare(e: dict[str, str]) -> None:
         with connect(e) as conn:
-            fresh_schema(conn, e["METRICS_SOURCE_TABLE"].split(".")[0])
+            tables.fresh_schema(conn, e["METRICS_SOURCE_TABLE"].split(".")[0], "metrics_migration")
             load_example(conn)  # 1,500 rows: 250 groups of 6, the last 10 without sentiment
         with pymongo.MongoClient(e["MONGO_URI"]) as client:
             client.drop_database(e["MONGO_DB_NAME"])

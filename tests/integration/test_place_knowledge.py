@@ -17,7 +17,7 @@ from psycopg import sql
 
 from tests.integration.inventory_data import NO_DOTENV, child_env, events, own_schema, pg_connect, run_worker
 from tests.integration.kill_compare import assert_interruptions_change_nothing, counters_of
-from worker.demo_place_knowledge import fresh_schema
+from worker import tables
 
 POI = "google-ChIJtTyDwJkxbUYRSfa9a56pD5o"
 SEED_FACTS = [
@@ -44,7 +44,7 @@ def schema_of(env: dict[str, str]) -> str:
 def create_schema(env: dict[str, str], pois: int = 3, areas: int = 2) -> None:
     """The application's tables, in the test's schema, with POIs p1.. and areas a1.. (and the seed's POI)."""
     with pg_connect(env) as conn:
-        fresh_schema(conn, schema_of(env))
+        tables.fresh_schema(conn, schema_of(env), "place_knowledge")
         conn.execute("INSERT INTO pois SELECT 'p' || i, 'POI ' || i FROM generate_series(1, %s) i", (pois,))
         conn.execute("INSERT INTO pois VALUES (%s, 'Antikvariatet')", (POI,))
         conn.execute("INSERT INTO areas SELECT 'a' || i, 'Area ' || i FROM generate_series(1, %s) i", (areas,))
