@@ -19,6 +19,7 @@ from psycopg import sql
 from utils.keyset import Key, KeyKind
 from utils.pg import ROW_ERRORS, Postgres
 from utils.typesense import TypesenseIndex
+from worker import tables
 from worker.config import Settings
 from worker.exceptions import SchemaMismatch
 from worker.job_settings import Run, read_job_settings
@@ -276,18 +277,19 @@ def verb(
     return mark
 
 
-def require_columns(pg: Postgres, table: sql.Identifier, columns: Iterable[str], what: str) -> None:
+def require_columns(pg: Postgres, table: sql.Identifier, columns: Iterable[str], job: str, needs: str, variable: str) -> None:
     """For a job's `check`: SchemaMismatch (exit 5) unless `table` exists with every one of
-    `columns`; `what` says which table the job expected ("seed 002's codes table")."""
+    `columns`; the message says what `job` needs it for (`needs`: "its codes table"), the
+    `variable` that names it, and where the table's definition is (worker.tables)."""
     with pg.connection().cursor() as cur:
         name = table.as_string(cur)
         cur.execute("SELECT to_regclass(%s)", (name,))
         if cur.fetchone()[0] is None:
-            raise SchemaMismatch(f"table {name} does not exist ({what})")
+            raise SchemaMismatch(tables.missing_tables([name], job, needs, variable))
         cur.execute("SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 AND NOT attisdropped", (name,))
         missing = sorted(set(columns) - {r[0] for r in cur.fetchall()})
     if missing:
-        raise SchemaMismatch(f"table {name} lacks column(s) {', '.join(missing)}")
+        raise SchemaMismatch(f"table {name} lacks column(s) {', '.join(missing)}: job {job} needs them in {needs} ({tables.table_hint(job, variable)})")
 
 
 class Job(ABC):

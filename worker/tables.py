@@ -4,12 +4,13 @@ Each file defines the application's tables as the job expects to find them (a jo
 its own staging and scratch tables). They live beside the job's code, so they ship inside the
 image (the Dockerfile copies worker/) and a user can create them with `psql -f`; the demos, the
 tests and the benchmarks create their tables from the same files, so the definitions cannot
-drift from what the jobs are tested on.
+drift from what the jobs are tested on; and an error about a missing table names the file.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import psycopg
 from psycopg import sql
@@ -53,3 +54,15 @@ def shown(job: str) -> str:
     the image's working directory)."""
     return path(job).relative_to(PROJECT_DIR).as_posix()
 
+
+def missing_tables(tables: Sequence[str], job: str, needs: str, variable: str | None = None) -> str:
+    """The message for tables that do not exist: which job needs them for what, the variable
+    that names them, and where their definition is, so that a user who never read the job's
+    code knows what to create (or to point the variable at)."""
+    them = f"table {tables[0]} does not exist" if len(tables) == 1 else f"tables {', '.join(tables)} do not exist"
+    return f"{them}: job {job} needs {needs} ({table_hint(job, variable)})"
+
+
+def table_hint(job: str, variable: str | None = None) -> str:
+    """"VARIABLE; definition: worker/jobs/JOB/tables.sql", for a message about a job's table."""
+    return f"{variable}; definition: {shown(job)}" if variable else f"definition: {shown(job)}"

@@ -208,6 +208,17 @@ def test_report_without_staging_says_why(env, tmp_path):
     assert not (tmp_path / "r.csv").exists()
 
 
+def test_a_missing_table_says_what_the_job_needs_it_for_and_where_its_definition_is(env, tmp_path):
+    folder = tmp_path / "nbd"
+    small_folder(folder)
+    schema = schema_of(env)
+    result = run_worker({**env, "CODES_TABLE": f"{schema}.nowhere"}, "run", *job(folder))
+    assert result.returncode == 5
+    assert (f'table "{schema}"."nowhere" does not exist: job codes_import needs its codes table'
+            f" (CODES_TABLE; definition: {tables.shown('codes_import')})") in result.stderr
+    assert tables.path("codes_import").is_file() and "seed" not in result.stderr.lower()
+
+
 def test_rollback_keeps_claimed_codes_unless_told_and_leaves_other_codes_alone(env, tmp_path):
     folder = tmp_path / "nbd"
     small_folder(folder)

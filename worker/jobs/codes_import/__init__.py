@@ -31,6 +31,7 @@ from worker.jobs.codes_import.mark import Mark, Stage
 from worker.jobs.codes_import.rows import COLUMNS, Tables
 from worker.jobs.codes_import.settings import CodesImportSettings
 from worker.jobs.codes_import.verbs import export, rollback
+from worker.tables import table_hint
 
 #: What the job needs of each table: its columns, and the unique key ON CONFLICT names.
 NEEDED = {
@@ -59,8 +60,11 @@ class CodesImportJob(Job):
         if self.ctx.job_settings.source is not None:
             Tables(self.ctx, self.run.tag).source.files()  # the source is there and readable
         record = ImportRecord(self.ctx, self.run.name)
-        for kind, table in (("codes", record.codes), ("jobs", record.table)):
-            require_columns(self.ctx.pg, table, NEEDED[kind], f"seed 002's {kind} table")
+        for kind, table, needs, variable in (
+            ("codes", record.codes, "its codes table", "CODES_TABLE"),
+            ("jobs", record.table, "its import audit table", "CODES_IMPORT_JOBS_TABLE"),
+        ):
+            require_columns(self.ctx.pg, table, NEEDED[kind], self.name, needs, variable)
         with self.ctx.pg.connection().cursor() as cur:
             cur.execute(
                 "SELECT 1 FROM pg_index i WHERE i.indrelid = %s::regclass AND i.indisunique AND i.indpred IS NULL"
@@ -69,7 +73,10 @@ class CodesImportJob(Job):
                 (record.codes.as_string(cur),),
             )
             if cur.fetchone() is None:
-                raise SchemaMismatch(f"{record.codes.as_string(None)} has no unique index on (code, merchant_id), which the import inserts against")
+                raise SchemaMismatch(
+                    f"{record.codes.as_string(None)} has no unique index on (code, merchant_id), which the import inserts against"
+                    f" ({table_hint(self.name, 'CODES_TABLE')})"
+                )
 
     @verb(
         "rollback", "delete an import's codes (claimed ones kept unless --include-claimed)",

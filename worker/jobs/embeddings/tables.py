@@ -49,8 +49,11 @@ class Tables:
         """The column's type; SchemaMismatch (exit 5) if a table or column is missing, the
         column is not a vector or an array of reals, or its dimension is not EMBEDDING_DIMENSIONS
         (a vector's declared one, else that of the embeddings already there)."""
-        for kind, table in (("jobs", self.jobs), ("queue", self.queue)):
-            require_columns(self.ctx.pg, table, NEEDED[kind], f"seed 003's {kind} table")
+        for kind, table, needs, variable in (
+            ("jobs", self.jobs, "its job postings table", "EMBEDDING_JOBS_TABLE"),
+            ("queue", self.queue, "its embedding queue table", "EMBEDDING_QUEUE_TABLE"),
+        ):
+            require_columns(self.ctx.pg, table, NEEDED[kind], "embeddings", needs, variable)
         with self.ctx.pg.connection().cursor() as cur:
             cur.execute(
                 "SELECT t.typname, format_type(a.atttypid, a.atttypmod), a.atttypmod FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid"

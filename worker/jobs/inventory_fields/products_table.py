@@ -11,6 +11,7 @@ from utils.keyset import KeyKind, KeysetQuery
 from utils.typesense import EncodedDocuments, ImportReport
 from worker.exceptions import SchemaMismatch
 from worker.job import BatchResult, Failure, JobContext
+from worker.tables import missing_tables
 from worker.sinks import Transaction
 
 NEW_FIELDS = ("created_at", "deleted_at")
@@ -59,7 +60,7 @@ class ProductsTable:
         table = f"{self.schema}.{self.name}"
         columns = self.ctx.pg.column_types(self.schema, self.name)
         if not columns:
-            raise SchemaMismatch(f"table {table} does not exist (PRODUCTS_TABLE)")
+            raise SchemaMismatch(missing_tables([table], "inventory_fields", "its products table", "PRODUCTS_TABLE"))
         for column, allowed in (("created_at", _TIMESTAMP_TYPES), ("deleted_at", _INTEGER_TYPES)):
             if columns.get(column) not in allowed:
                 found = columns.get(column, "missing")

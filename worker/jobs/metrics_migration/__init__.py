@@ -32,6 +32,7 @@ from worker.exceptions import SchemaMismatch, VerificationFailed
 from worker.job import BatchResult, Counters, Differences, Failure, Job, JobContext, KeysetPhase, Page, Phase, Row, Step
 from worker.job_settings import setting
 from worker.jobs.metrics_migration.mapping import TARGETS, VIEW, Mapping
+from worker.tables import missing_tables
 
 log = structlog.get_logger("worker.jobs.metrics_migration")
 COUNTERS = {
@@ -152,7 +153,7 @@ class MetricsMigrationJob(Job):
             cur.execute("SELECT n, to_regclass(n) IS NULL FROM unnest(%s::text[]) n", ([str(self.ctx.job_settings.source), *names],))
             absent = [n for n, missing in cur.fetchall() if missing]
         if absent:
-            raise SchemaMismatch(f"metrics_migration: missing {', '.join(absent)} (METRICS_SOURCE_TABLE names the source; the rest is in its schema)")
+            raise SchemaMismatch(missing_tables(absent, self.name, "its source and the tables it fills, all in the source's schema", "METRICS_SOURCE_TABLE"))
 
     def verify(self) -> Differences:
         """Rows the source implies that the five tables lack, by table (examples: collector results)."""

@@ -21,6 +21,7 @@ from psycopg import sql
 from worker.config import TableName
 from worker.exceptions import SchemaMismatch
 from worker.job import JobContext
+from worker.tables import missing_tables, table_hint
 
 #: The columns a source may give, and the staged type of each (text unless said: a value the
 #: table refuses is the row's failure, found by the checks below, not the file's).
@@ -77,7 +78,7 @@ class FactsTable:
         with self.ctx.pg.connection().cursor() as cur:
             cur.execute("SELECT to_regclass(%s)", (f"{self.name.schema}.{self.name.name}",))
             if cur.fetchone()[0] is None:
-                raise SchemaMismatch(f"PLACE_KNOWLEDGE_TABLE: table {self.name} does not exist")
+                raise SchemaMismatch(missing_tables([str(self.name)], "place_knowledge", "its facts table", "PLACE_KNOWLEDGE_TABLE"))
             oid = sql.SQL("{}::regclass").format(sql.Literal(self.ident.as_string(cur)))
             cur.execute(sql.SQL(
                 "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull, pg_get_expr(d.adbin, d.adrelid)"
@@ -98,7 +99,7 @@ class FactsTable:
             self.references = {r[0]: (r[1], r[2]) for r in cur.fetchall()}
         missing = [c for c in IMPORTED if c not in self.columns]
         if missing:
-            raise SchemaMismatch(f"PLACE_KNOWLEDGE_TABLE: {self.name} has no column {', '.join(missing)}")
+            raise SchemaMismatch(f"{self.name} has no column {', '.join(missing)} ({table_hint('place_knowledge', 'PLACE_KNOWLEDGE_TABLE')})")
         unsupported = [c for c in IMPORTED if self._kind(c) is None]
         if unsupported:
             raise SchemaMismatch(f"{self.name}: cannot import columns of type {', '.join(f'{c} {self.columns[c].type}' for c in unsupported)}")
