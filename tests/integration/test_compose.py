@@ -229,15 +229,43 @@ def test_env_example_values_are_configs_defaults_except_connections() -> None:
             assert getattr(settings, field.name) == getattr(defaults, field.name), field.name
 
 
-def test_the_place_knowledge_profile_writes_a_source_then_imports_it(tmp_path: Path, compose_services: dict[str, Any]) -> None:
-    assert not {"place-knowledge", "place-knowledge-seed"} & set(compose_services), "only with its profile"
-    services = compose(tmp_path, env={"COMPOSE_PROFILES": "place-knowledge"})["services"]
-    seed, job = services["place-knowledge-seed"], services["place-knowledge"]
-    out = seed["command"][seed["command"].index("--out") + 1]
-    assert seed["command"][:3] == ["python", "-m", "worker.demo_place_knowledge"]
-    assert job["command"] == ["python", "-m", "worker", "run", "--job", "place_knowledge", "--source", out]
-    assert job["depends_on"]["place-knowledge-seed"]["condition"] == "service_completed_successfully"
-    mounts = [{(v["source"], v["target"]) for v in s["volumes"]} for s in (seed, job)]
-    assert mounts[0] == mounts[1] and any(out.startswith(target) for _, target in mounts[0])
-    for name in ("DB_HOST", "DB_PASSWORD", "DB_DATABASE"):  # both on the demo Postgres, whatever .env says
-        assert seed["environment"][name] == job["environment"][name] == services["worker"]["environment"][name]
+def _profiled(tmp_path: Path) -> dict[str, Any]:
+    """The services of every profile, as Compose resolves them."""
+    return compose(tmp_path, env={"COMPOSE_PROFILES": "*"})["services"]
+
+
+def _module_file(module: str) -> Path:
+    return ROOT.joinpath(*module.split(".")).with_suffix(".py")
+
+
+def test_every_demo_profile_seeds_then_runs_a_known_job_on_the_demo_servers(tmp_path: Path, compose_services: dict[str, Any]) -> None:
+    services = _profiled(tmp_path)
+    jobs = {name: s for name, s in services.items() if s.get("profiles") and (s.get("command") or [])[:4] == ["python", "-m", "worker", "run"]}
+    profiles = {p for s in services.values() for p in s.get("profiles", [])}
+    assert profiles and {p for s in jobs.values() for p in s["profiles"]} == profiles, "a profile without a job"
+    assert not set(jobs) & set(compose_services), "only with their profile"
+    for name, job in jobs.items():
+        command = job["command"]
+        assert command[command.index("--job") + 1] in JOBS, f"{name} names no known job"
+        [seed_name] = [d for d, c in job["depends_on"].items() if c["condition"] == "service_completed_successfully"]
+        seed = services[seed_name]
+        assert seed["profiles"] == job["profiles"] and seed["restart"] == "no"
+        assert seed["command"][:2] == ["python", "-m"] and _module_file(seed["command"][2]).is_file(), f"{seed_name} runs no module of ours"
+        assert job["restart"] == "no" and job["init"] and job["stop_grace_period"] == compose_services["worker"]["stop_grace_period"]
+        for variable in ("DB_HOST", "DB_PASSWORD", "DB_DATABASE"):  # the demo Postgres, whatever .env says
+            assert seed["environment"][variable] == job["environment"][variable] == compose_services["seed"]["environment"][variable]
+        if "--source" in command:  # the seed writes it, on a volume both mount at the same place
+            source = command[command.index("--source") + 1]
+            assert seed["command"][seed["command"].index("--out") + 1] == source
+            mounts = [{(v["source"], v["target"]) for v in s["volumes"]} for s in (seed, job)]
+            assert mounts[0] == mounts[1] and any(source.startswith(target + "/") for _, target in mounts[0])
+
+
+def test_every_bind_mount_is_a_folder_of_the_checkout(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    binds = [(name, v) for name, s in _profiled(tmp_path).items() for v in s.get("volumes", []) if v["type"] == "bind"]
+    assert binds
+    for name, volume in binds:
+        relative = Path(volume["source"]).relative_to(project)
+        assert (ROOT / relative).is_dir(), f"{name} mounts {relative}, which a checkout lacks (docker would make it, owned by root)"
+

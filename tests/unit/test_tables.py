@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 
 from worker import tables
+from worker.jobs import JOBS
 
 REPO = Path(__file__).resolve().parents[2]
 DEFINED = sorted(p.parent.name for p in tables.JOBS_DIR.glob("*/tables.sql"))
+
+
+def test_every_definition_belongs_to_a_job_and_is_linked_from_the_readme():
+    assert DEFINED and set(DEFINED) <= set(JOBS)
+    linked = set(re.findall(r"\]\((worker/jobs/\w+/tables\.sql)\)", (REPO / "README.md").read_text()))
+    assert linked == {tables.shown(job) for job in DEFINED}
+    assert all((REPO / link).is_file() for link in linked)
 
 
 @pytest.mark.parametrize("job", DEFINED)
