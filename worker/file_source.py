@@ -378,11 +378,26 @@ class SourceFile:
     sha256: str
 
 
+def not_found(root: Path) -> str:
+    """One line for a source path that does not exist. Users run the worker in a container and
+    pass a path of their own machine, so it says where the path was looked up, and how files
+    reach the container (the compose file's worker service mounts ./data at /data). It holds
+    in and out of a container alike, so it needs no guess which (/.dockerenv exists only under
+    Docker, not under Podman or Kubernetes); a relative path is shown resolved, since inside
+    the image it is relative to /app."""
+    shown = root if root.is_absolute() else f"{root} (that is {Path.cwd() / root})"
+    return (
+        f"{shown}: no such file or directory (looked up in the worker's own filesystem: in a container, the container's,"
+        f" not the host's; with docker compose, put it under ./data, which the worker service mounts at /data,"
+        f" and pass --source /data/{root.name})"
+    )
+
+
 def source_files(root: Path | str, reader: Reader) -> list[SourceFile]:
     """The source's files in staging order, each with its size and sha256."""
     root = Path(root)
     if not root.exists():
-        raise SourceError(f"{root}: no such file or directory")
+        raise SourceError(not_found(root))
     found = []
     for path in reader.files(root):
         digest = hashlib.sha256()

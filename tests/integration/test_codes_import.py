@@ -219,6 +219,13 @@ def test_a_missing_table_says_what_the_job_needs_it_for_and_where_its_definition
     assert tables.path("codes_import").is_file() and "seed" not in result.stderr.lower()
 
 
+def test_a_missing_folder_says_where_it_was_looked_up_and_how_files_get_there(env, tmp_path):
+    result = run_worker(env, "run", *job(tmp_path / "codes"))
+    assert result.returncode == 1
+    assert f"{tmp_path / 'codes'}: no such file or directory (looked up in the worker's own filesystem" in result.stderr
+    assert "--source /data/codes)" in result.stderr
+
+
 def test_rollback_keeps_claimed_codes_unless_told_and_leaves_other_codes_alone(env, tmp_path):
     folder = tmp_path / "nbd"
     small_folder(folder)

@@ -25,6 +25,7 @@ from dotenv import dotenv_values
 
 from worker import config
 from worker.config import Settings, load_settings
+from worker.file_source import not_found
 from worker.job_settings import declared
 from worker.jobs import JOBS
 from worker.jobs.inventory_fields import InventoryFieldsJob
@@ -269,3 +270,12 @@ def test_every_bind_mount_is_a_folder_of_the_checkout(tmp_path: Path) -> None:
         relative = Path(volume["source"]).relative_to(project)
         assert (ROOT / relative).is_dir(), f"{name} mounts {relative}, which a checkout lacks (docker would make it, owned by root)"
 
+
+def test_the_missing_source_hint_names_the_workers_own_mount(compose_services: dict[str, Any], tmp_path: Path) -> None:
+    """A --source that does not exist tells the user where to put the files: that must be what
+    the worker service mounts."""
+    hint = not_found(Path("/home/me/codes"))
+    [mount] = [v for v in compose_services["worker"]["volumes"] if v["type"] == "bind"]
+    folder = "./" + Path(mount["source"]).name
+    assert f"under {folder}, which the worker service mounts at {mount['target']}" in hint
+    assert f"--source {mount['target']}/codes" in hint

@@ -224,8 +224,11 @@ def test_the_identity_is_the_sorted_names_and_digests_of_the_files(tmp_path):
 
 
 def test_a_missing_source_is_an_error_naming_it(tmp_path):
-    with pytest.raises(SourceError, match="no such file"):
+    with pytest.raises(SourceError, match="no such file") as missing:
         source_files(tmp_path / "nope.jsonl", JsonLines())
+    # One line, saying where it was looked for and how a file gets there.
+    assert "\n" not in str(missing.value)
+    assert "worker's own filesystem" in str(missing.value) and "--source /data/nope.jsonl" in str(missing.value)
     with pytest.raises(SourceError, match="not a file"):
         source_files(tmp_path, JsonLines())
     with pytest.raises(SourceError, match="not a directory"):
