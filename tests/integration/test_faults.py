@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 import time
 
+import pytest
+
 from tests.integration.inventory_data import (
     assert_backfilled,
     checkpoint,
@@ -48,14 +50,17 @@ def worker_in_products_phase(env, tmp_path, rows=3000):
     return data, proc, log
 
 
-def test_typesense_down_for_30s_is_ridden_out_without_advancing(services, worker_env, tmp_path):
+# An outage of 8 s already spans several retries (RETRY_MAX_WAIT_SECONDS=2); the 30 s one, the
+# size this test was written for, runs with -m slow.
+@pytest.mark.parametrize("down_seconds", [8, pytest.param(30, marks=pytest.mark.slow)], ids=lambda s: f"{s}s")
+def test_typesense_down_for_a_while_is_ridden_out_without_advancing(services, worker_env, tmp_path, down_seconds):
     env = slow_run_env(worker_env)
     data, proc, log = worker_in_products_phase(env, tmp_path)
 
     services.typesense.stop()
     time.sleep(3)
     frozen = checkpoint(env)["batch_no"]
-    time.sleep(27)
+    time.sleep(down_seconds - 3)
     assert checkpoint(env)["batch_no"] == frozen, "no batch may be checkpointed while its index writes cannot happen"
     assert proc.poll() is None, "the worker waits; it does not give up within its retry time"
     services.typesense.start()
