@@ -232,13 +232,14 @@ def big_source(path: Path, pois: int, per_poi: int, seed: int = 7) -> Path:
 
 
 def test_kills_mid_file_and_mid_force_end_as_an_uninterrupted_run(env, tmp_path):
-    source = big_source(tmp_path / "big.jsonl", pois=300, per_poi=40)
+    # 4,800 lines in batches of 200 (a few tens of batches for the kills to land in), 200 old facts.
+    source = big_source(tmp_path / "big.jsonl", pois=100, per_poi=40)
 
     def prepare(e: dict[str, str]) -> None:
-        create_schema(e, pois=300)
+        create_schema(e, pois=100)
         execute(e, "INSERT INTO place_knowledge (id, poi_id, topic, fact_text, confidence)"
-                   " SELECT 'old' || i, 'p' || (i % 300 + 1), 'history', 'Gammel fakta ' || i, CASE WHEN i % 2 = 0 THEN 'verified' ELSE 'unverified' END"
-                   " FROM generate_series(1, 600) i")
+                   " SELECT 'old' || i, 'p' || (i % 100 + 1), 'history', 'Gammel fakta ' || i, CASE WHEN i % 2 = 0 THEN 'verified' ELSE 'unverified' END"
+                   " FROM generate_series(1, 200) i")
         with pymongo.MongoClient(e["MONGO_URI"]) as client:
             client.drop_database(e["MONGO_DB_NAME"])
 
@@ -251,8 +252,8 @@ def test_kills_mid_file_and_mid_force_end_as_an_uninterrupted_run(env, tmp_path)
         env, ["--job", "place_knowledge", "--source", str(source), "--force"], prepare=prepare, state=state,
         log_dir=tmp_path / "runs", kills=4,
     )
-    assert baseline.counters["inserted"] == 12_000 and baseline.counters["dup_in_input"] == 2_400
-    assert baseline.counters["deleted_stale"] == 600  # the old facts of every POI in the source
+    assert baseline.counters["inserted"] == 4_000 and baseline.counters["dup_in_input"] == 800
+    assert baseline.counters["deleted_stale"] == 200  # the old facts of every POI in the source
 
 
 def test_a_directory_of_research_files_is_a_source(env, tmp_path):
