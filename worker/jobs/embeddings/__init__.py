@@ -11,14 +11,17 @@ Phases:
 2. `reconcile_queue` (queue.py): every active job's queue row agrees with the table.
 
 Preflight (`check`): the tables and columns, the embedding column's dimension (exit 5), the
-tokenizer, and one request to the provider for its credentials (exit 6) and its dimension
-(skipped by a dry run, which calls no provider).
+tokenizer (EMBEDDING_TOKENIZER's, else the provider's, else none: inputs cut by characters; the
+rule in force is logged), and one request to the provider for its credentials (exit 6) and its
+dimension (skipped by a dry run, which calls no provider).
 """
 
 from __future__ import annotations
 
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any, Sequence
+
+import structlog
 
 from worker.exceptions import ConfigError
 from worker.job import Job, Phase
@@ -27,6 +30,8 @@ from worker.jobs.embeddings.provider import SERVICE, Inputs, Provider
 from worker.jobs.embeddings.queue import ReconcileQueue
 from worker.jobs.embeddings.settings import EmbeddingsSettings
 from worker.jobs.embeddings.tables import EmbeddingColumn, Tables
+
+log = structlog.get_logger("worker.jobs.embeddings")
 
 
 class EmbeddingsJob(Job):
@@ -50,9 +55,13 @@ class EmbeddingsJob(Job):
 
     @cached_property
     def inputs(self) -> Inputs:
+        """Cut by EMBEDDING_TOKENIZER's tokenizer when given (unusable: exit 2), else by the
+        provider's when it serves one, else by characters: a provider such as OpenAI serves no
+        tokenizer, and the job must run against it all the same."""
         s = self.settings
-        source = s.tokenizer or f"{(s.url or '').rstrip('/')}/tokenizer.json"
-        return self.ctx.retry(lambda: Inputs.load(source, s.max_tokens, s.timeout_seconds), f"{SERVICE}: tokenizer")
+        assert s.url is not None  # required
+        load = partial(Inputs.load, s.tokenizer) if s.tokenizer else partial(Inputs.served_by, s.url)
+        return self.ctx.retry(lambda: load(s.max_tokens, s.timeout_seconds), f"{SERVICE}: tokenizer")
 
     @cached_property
     def column(self) -> EmbeddingColumn:
@@ -63,10 +72,12 @@ class EmbeddingsJob(Job):
         return (embed, ReconcileQueue(self.ctx, self.tables, embed.name))
 
     def check(self) -> None:
-        """The tables, columns and the column's dimension (exit 5), the tokenizer (exit 2), then
-        one request: the provider takes the key (exit 6) and gives EMBEDDING_DIMENSIONS (exit 2)."""
+        """The tables, columns and the column's dimension (exit 5), the tokenizer (an unusable
+        EMBEDDING_TOKENIZER: exit 2; the rule in force logged), then one request: the provider
+        takes the key (exit 6) and gives EMBEDDING_DIMENSIONS (exit 2)."""
         # Loaded now, and kept for the phases: a wrong column or an unusable tokenizer fails here.
-        self.column, self.inputs
+        self.column
+        log.info("embedding inputs", tokenizer=self.inputs.rule)
         given = self.ctx.retry(lambda: self.ctx.sink.call(SERVICE, self.provider.probe), f"{SERVICE}: preflight")
         if given is not None and given != self.settings.dimensions:
             raise ConfigError("EMBEDDING_DIMENSIONS", f"is {self.settings.dimensions}, but the provider's model {self.settings.model!r} gives {given}")

@@ -4,7 +4,9 @@ The walk is a keyset over `jobs WHERE is_active AND embedding IS NULL`: the tabl
 not the queue. Per batch, the texts are cut by tokens and sent in requests of
 EMBEDDING_BATCH_SIZE, at most EMBEDDING_CONCURRENCY in flight across the whole job; each
 request is retried alone. A request the provider refuses (400) is split until the text it
-refuses stands alone: that job is a recorded failure, the rest is written.
+refuses stands alone: that job is a recorded failure, the rest is written. A text it refuses
+alone as too long (inputs cut by characters, without the model's tokenizer, can be) is halved
+until it is taken, and counted in `truncated_for_provider`, not failed.
 
 The write is one `UPDATE jobs SET embedding = ... FROM unnest(...)`: never INSERT, never upsert
 (an upsert of partial rows fails on NOT NULL columns: Postgres checks the proposed row before it
@@ -16,6 +18,7 @@ a walk skipped some (a row changed behind the cursor waits for the next walk).
 from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from itertools import chain
 from typing import Callable, Sequence
 
@@ -23,10 +26,26 @@ from psycopg import sql
 
 from utils.keyset import Key, KeysetQuery
 from worker.job import BatchResult, Counters, Failure, JobContext, KeysetPhase, Row
-from worker.jobs.embeddings.provider import SERVICE, InputRefused, Inputs, Provider
+from worker.jobs.embeddings.provider import SERVICE, InputRefused, Inputs, InputTooLong, Provider
 from worker.jobs.embeddings.tables import EmbeddingColumn, Tables, text, text_hash
 
 Vectors = dict[int, list[float]]
+
+
+@dataclass
+class Answers:
+    """What the provider made of some texts: vectors by id, the ids whose text it refused (with
+    its message), and how many texts it took only once halved."""
+
+    vectors: Vectors = field(default_factory=dict)
+    refused: dict[int, str] = field(default_factory=dict)
+    halved: int = 0
+
+    def __iadd__(self, other: "Answers") -> "Answers":
+        self.vectors.update(other.vectors)
+        self.refused.update(other.refused)
+        self.halved += other.halved
+        return self
 
 
 class Embed(KeysetPhase):
@@ -91,8 +110,9 @@ class Embed(KeysetPhase):
     def process(self, rows: Sequence[Row]) -> BatchResult:
         ids = [r[0] for r in rows]
         texts = self._inputs().cut([r[1] for r in rows])
-        vectors, refused = self._embed(ids, texts)
-        failures = [Failure(str(i), f"the provider refused this job's text: {message}", 400) for i, message in refused.items()]
+        answers = self._embed(ids, texts)
+        vectors = answers.vectors
+        failures = [Failure(str(i), f"the provider refused this job's text: {message}", 400) for i, message in answers.refused.items()]
         if not vectors:  # a dry run (no call made), or every text refused
             return BatchResult({}, failures)
         done = [i for i in ids if i in vectors]
@@ -116,32 +136,47 @@ class Embed(KeysetPhase):
                 ).format(jobs=self.tables.jobs, d=sql.Literal(d), cast=self._column().cast, pairs=pairs, guard=guard),
                 (flat, done, [hashes[i] for i in done]),
             )
-        return BatchResult({"embedded": fillable, "skipped_changed": len(done) - fillable}, failures)
+        return BatchResult({"embedded": fillable, "skipped_changed": len(done) - fillable, "truncated_for_provider": answers.halved}, failures)
 
-    def _embed(self, ids: list[int], texts: list[str]) -> tuple[Vectors, dict[int, str]]:
-        """Vectors by id, and the ids whose text the provider refused (with its message)."""
+    def _embed(self, ids: list[int], texts: list[str]) -> Answers:
+        """The requests of a batch, EMBEDDING_CONCURRENCY in flight across the job."""
         assert self.pool is not None
         size = self.request_size
-        futures: list[Future] = [
+        futures: list[Future[Answers]] = [
             self.pool.submit(self._request, ids[k:k + size], texts[k:k + size]) for k in range(0, len(ids), size)
         ]
-        vectors: Vectors = {}
-        refused: dict[int, str] = {}
+        answers = Answers()
         for future in futures:
-            got, bad = future.result()
-            vectors.update(got)
-            refused.update(bad)
-        return vectors, refused
+            answers += future.result()
+        return answers
 
-    def _request(self, ids: list[int], texts: list[str]) -> tuple[Vectors, dict[int, str]]:
-        """One request (retried alone on a transient error); a refused one split in halves
-        until the refused text stands alone."""
+    def _request(self, ids: list[int], texts: list[str]) -> Answers:
+        """One request; a refused one split in halves until the refused text stands alone."""
         try:
-            answer = self.ctx.retry(lambda: self.ctx.sink.call(SERVICE, lambda: self.provider.embed(texts)), f"{SERVICE}: {len(texts)} texts")
+            return Answers(self._send(ids, texts))
         except InputRefused as refused:
             if len(ids) == 1:
-                return {}, {ids[0]: str(refused)}
+                return self._alone(ids[0], texts[0], refused)
             half = len(ids) // 2
-            left, right = self._request(ids[:half], texts[:half]), self._request(ids[half:], texts[half:])
-            return {**left[0], **right[0]}, {**left[1], **right[1]}
-        return ({} if answer is None else dict(zip(ids, answer))), {}
+            answers = self._request(ids[:half], texts[:half])
+            answers += self._request(ids[half:], texts[half:])
+            return answers
+
+    def _alone(self, id_: int, text: str, refused: InputRefused) -> Answers:
+        """A text the provider refused on its own. Refused as too long, its first half is sent
+        instead, down to a single character: a cut made without the model's tokenizer can leave
+        more tokens than the model takes, which is no reason to lose the text. Otherwise (or
+        still refused at one character), a recorded failure."""
+        while isinstance(refused, InputTooLong) and len(text) > 1:
+            text = text[: len(text) // 2].rstrip()
+            try:
+                return Answers(self._send([id_], [text]), halved=1)
+            except InputRefused as again:
+                refused = again
+        return Answers(refused={id_: str(refused)})
+
+    def _send(self, ids: list[int], texts: list[str]) -> Vectors:
+        """The texts' vectors by id (none in a dry run that calls no provider): one request,
+        retried alone on a transient error."""
+        answer = self.ctx.retry(lambda: self.ctx.sink.call(SERVICE, lambda: self.provider.embed(texts)), f"{SERVICE}: {len(texts)} texts")
+        return {} if answer is None else dict(zip(ids, answer))
