@@ -25,11 +25,14 @@ class EmbeddingsSettings:
     concurrency: int = setting("EMBEDDING_CONCURRENCY", 4, "Requests in flight at once.", minimum=1, maximum=64)
     max_tokens: int = setting(
         "EMBEDDING_MAX_TOKENS", 254,
-        "Each input is cut to this many tokens of the model's tokenizer (not characters) before it is sent.", minimum=1,
+        "Each input is cut to this many tokens of the model's tokenizer before it is sent; without a tokenizer (see EMBEDDING_TOKENIZER), to this many characters.",
+        minimum=1,
     )
     tokenizer: str | None = setting(
         "EMBEDDING_TOKENIZER", None,
-        "The model's tokenizer.json (Hugging Face format), as a path or an http(s) URL; empty: <EMBEDDING_URL>/tokenizer.json, which the local model server serves.",
+        "The model's tokenizer.json (Hugging Face format), as a path or an http(s) URL (unusable: exit 2). Empty: <EMBEDDING_URL>/tokenizer.json when the provider serves one"
+        " (the local model server does); else none (OpenAI serves none): inputs are cut to EMBEDDING_MAX_TOKENS characters, and a text the provider refuses as too long"
+        " is halved until it is taken (counted in truncated_for_provider).",
     )
     timeout_seconds: float = setting("EMBEDDING_TIMEOUT_SECONDS", 60.0, "Seconds a request may take before it is retried.", minimum=0.1)
     jobs: TableName = setting("EMBEDDING_JOBS_TABLE", TableName("public", "jobs"), "The job postings: id, title, description, is_active, embedding.")
