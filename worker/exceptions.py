@@ -85,6 +85,13 @@ class SourceError(WorkerError):
     staging table with other columns)."""
 
 
+class SourceMissing(SourceError):
+    """The source path does not exist: the configuration names the wrong path, or the files
+    were never mounted. No restart finds them, so it exits like a configuration error."""
+
+    exit_code = 2
+
+
 class SourceChanged(SourceError):
     """A file already staged is not what it was: restaging it would mix two versions."""
 

@@ -63,7 +63,7 @@ from psycopg import sql
 
 from utils.keyset import KeysetQuery
 from worker.config import TableName
-from worker.exceptions import SourceChanged, SourceError
+from worker.exceptions import SourceChanged, SourceError, SourceMissing
 from worker.job import BatchResult, Failure, JobContext
 
 #: Columns every staging table has; a caller's column may not use these names.
@@ -397,7 +397,7 @@ def source_files(root: Path | str, reader: Reader) -> list[SourceFile]:
     """The source's files in staging order, each with its size and sha256."""
     root = Path(root)
     if not root.exists():
-        raise SourceError(not_found(root))
+        raise SourceMissing(not_found(root))
     found = []
     for path in reader.files(root):
         digest = hashlib.sha256()

@@ -221,7 +221,7 @@ def test_a_missing_table_says_what_the_job_needs_it_for_and_where_its_definition
 
 def test_a_missing_folder_says_where_it_was_looked_up_and_how_files_get_there(env, tmp_path):
     result = run_worker(env, "run", *job(tmp_path / "codes"))
-    assert result.returncode == 1
+    assert result.returncode == 2, "a configuration error: no restart finds the files"
     assert f"{tmp_path / 'codes'}: no such file or directory (looked up in the worker's own filesystem" in result.stderr
     assert "--source /data/codes)" in result.stderr
 
