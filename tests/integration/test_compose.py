@@ -27,7 +27,7 @@ from worker import config
 from worker.config import Settings, load_settings
 from worker.file_source import not_found
 from worker.job_settings import declared
-from worker.jobs import JOBS
+from worker.jobs import JOBS, job_class
 from worker.jobs.inventory_fields import InventoryFieldsJob
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -87,7 +87,7 @@ def test_compose_file_has_the_five_services_and_no_version_key(compose_services:
 
 def test_worker_restarts_stops_gracefully_and_waits_for_everything(compose_services: dict[str, Any]) -> None:
     worker = compose_services["worker"]
-    assert worker["restart"] == "unless-stopped"
+    assert worker["restart"].partition(":")[0] == "on-failure", "a finished worker (exit 0) stays stopped"
     assert worker["stop_grace_period"] == "30s"
     conditions = {name: dep["condition"] for name, dep in worker["depends_on"].items()}
     assert conditions == {
@@ -101,7 +101,7 @@ def test_worker_restarts_stops_gracefully_and_waits_for_everything(compose_servi
 def test_worker_runs_python_m_worker(compose_services: dict[str, Any]) -> None:
     worker = compose_services["worker"]
     assert "build" in worker
-    assert (worker.get("command") or dockerfile_cmd()) == ["python", "-m", "worker"]
+    assert (worker.get("command") or dockerfile_cmd())[-3:] == ["python", "-m", "worker"]
 
 
 def test_seed_runs_once_after_postgres_and_typesense_are_healthy(compose_services: dict[str, Any]) -> None:
@@ -194,7 +194,6 @@ def test_dockerfile_runs_as_non_root_with_ca_certificates_and_pinned_requirement
     assert re.search(r"pip install --no-cache-dir -r requirements\.txt", text)
     assert re.search(r"^COPY requirements\.txt\b", text, re.MULTILINE)
     assert re.search(r"^ENV\b[^\n]*PYTHONUNBUFFERED=1", text, re.MULTILINE)
-    assert dockerfile_cmd() == ["python", "-m", "worker"]
 
 
 def test_dockerignore_keeps_secrets_and_tests_out_of_the_image() -> None:
@@ -213,7 +212,7 @@ def test_env_example_lists_every_variable_config_reads() -> None:
     # Calls such as r.number("X", ...) / r.text(\n "X", ...) in load_settings.
     read = set(re.findall(r'r\.\w+\(\s*"([A-Z_]+)"', inspect.getsource(config.load_settings)))
     assert len(read) >= 30, "the regex no longer matches load_settings"
-    read |= {d.spec.env for job in JOBS.values() for d in declared(job.settings_class)}
+    read |= {d.spec.env for name in JOBS for d in declared(job_class(name).settings_class)}
     listed = _env_example_names()
     assert sorted(read - set(listed)) == [], "missing from .env.example"
     assert sorted(set(listed) - read - {"DEMO_ROWS"}) == [], "unknown to worker/config.py and to every job (typo?)"
