@@ -240,22 +240,24 @@ def _module_file(module: str) -> Path:
 
 def test_every_demo_profile_seeds_then_runs_a_known_job_on_the_demo_servers(tmp_path: Path, compose_services: dict[str, Any]) -> None:
     services = _profiled(tmp_path)
-    jobs = {name: s for name, s in services.items() if s.get("profiles") and (s.get("command") or [])[:4] == ["python", "-m", "worker", "run"]}
+    jobs = {name: s for name, s in services.items() if s.get("profiles") and "JOB" in s.get("environment", {})}
     profiles = {p for s in services.values() for p in s.get("profiles", [])}
     assert profiles and {p for s in jobs.values() for p in s["profiles"]} == profiles, "a profile without a job"
     assert not set(jobs) & set(compose_services), "only with their profile"
     for name, job in jobs.items():
-        command = job["command"]
-        assert command[command.index("--job") + 1] in JOBS, f"{name} names no known job"
+        assert job.get("command") is None, f"{name} runs the image's command, as the worker does"
+        assert job["environment"]["JOB"] in JOBS, f"{name} names no known job"
         [seed_name] = [d for d, c in job["depends_on"].items() if c["condition"] == "service_completed_successfully"]
         seed = services[seed_name]
         assert seed["profiles"] == job["profiles"] and seed["restart"] == "no"
         assert seed["command"][:2] == ["python", "-m"] and _module_file(seed["command"][2]).is_file(), f"{seed_name} runs no module of ours"
-        assert job["restart"] == "no" and job["init"] and job["stop_grace_period"] == compose_services["worker"]["stop_grace_period"]
+        for setting in ("restart", "init", "stop_grace_period"):
+            assert job[setting] == compose_services["worker"][setting], f"{name} is stopped and restarted as the worker is"
         for variable in ("DB_HOST", "DB_PASSWORD", "DB_DATABASE"):  # the demo Postgres, whatever .env says
             assert seed["environment"][variable] == job["environment"][variable] == compose_services["seed"]["environment"][variable]
-        if "--source" in command:  # the seed writes it, on a volume both mount at the same place
-            source = command[command.index("--source") + 1]
+        sources = [d.spec.env for d in declared(job_class(job["environment"]["JOB"]).settings_class) if d.spec.flag == "--source"]
+        if sources:  # the seed writes it, on a volume both mount at the same place
+            source = job["environment"][sources[0]]
             assert seed["command"][seed["command"].index("--out") + 1] == source
             mounts = [{(v["source"], v["target"]) for v in s["volumes"]} for s in (seed, job)]
             assert mounts[0] == mounts[1] and any(source.startswith(target + "/") for _, target in mounts[0])
