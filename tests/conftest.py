@@ -8,7 +8,8 @@ pytest process is killed outright. Unit tests that do not ask for `services` sta
 `worker_env` is the worker's environment for one test: the servers' connection variables
 plus names (Mongo database, Typesense collection, tables) no other test uses, dropped when the
 test ends, so the servers do not pile up every test's data (a Typesense restarted by a fault
-test loads all of it again before it accepts writes).
+test loads all of it again before it accepts writes), and a temporary directory (TMPDIR) of
+its own for the workers' lease claims.
 """
 
 from __future__ import annotations
@@ -76,10 +77,14 @@ def _restart_stopped_servers(request):
 
 
 @pytest.fixture
-def worker_env(services) -> Iterator[dict[str, str]]:
+def worker_env(services, tmp_path_factory) -> Iterator[dict[str, str]]:
     u = uuid.uuid4().hex[:8]
     env = services.env()
     env.update(
+        # The workers' temporary directory, where their lease claims live: the test's own, so a
+        # worker of another test, or of another test run on this machine, never holds the claim
+        # of a run of the same name (its successor would wait out the lease instead of taking it).
+        TMPDIR=str(tmp_path_factory.mktemp("worker-tmp")),
         MONGO_DB_NAME=f"t_{u}",
         TYPESENSE_COLLECTION=f"products_{u}",
         PRODUCTS_TABLE=f"public.products_{u}",
